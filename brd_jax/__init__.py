@@ -1,0 +1,2 @@
+"""Basic Reading Distillation in JAX/Flax."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Checkpoint formats: HF safetensors in/out, GGUF import, and `--model` resolution."""

@@ -1,0 +1,85 @@
+"""gin helpers: --gin_file / --gin parsing, validation and the operative-config dump.
+
+Every run setting lives in gin. Commands call `parse(gin_files, bindings)` once, before anything is
+compiled, so a typo in a binding fails in about a second with the binding named.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+
+import gin
+
+from brd_jax.errors import UserError
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def _resolve_gin_file(name: str) -> str:
+  """Accepts a path, or a name relative to configs/ with or without `.gin`."""
+  p = pathlib.Path(name)
+  if p.exists():
+    return str(p)
+  for cand in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.gin"):
+    if cand.exists():
+      return str(cand)
+  raise UserError(f"gin file not found: {name} (looked in . and {CONFIG_DIR})")
+
+
+def register_configurables() -> None:
+  """Imports the modules whose gin configurables a command may bind (cheap: no TF, no torch)."""
+  # pylint: disable=import-outside-toplevel,unused-import
+  from brd_jax import sharding  # noqa: F401
+  from brd_jax.models import config as _mc  # noqa: F401
+
+
+def parse(gin_files=(), bindings=(), finalize: bool = True) -> None:
+  """Parses gin files then bindings; raises UserError naming the bad binding."""
+  register_configurables()
+  gin.clear_config()
+  files = [_resolve_gin_file(f) for f in gin_files or ()]
+  gin.add_config_file_search_path(str(CONFIG_DIR))
+  for f in files:
+    try:
+      gin.parse_config_file(f)
+    except Exception as e:  # gin raises several exception types; all are bad input here
+      raise UserError(f"invalid gin file {f}: {_one_line(e)}") from None
+  for b in bindings or ():
+    try:
+      gin.parse_config(b)
+    except Exception as e:
+      raise UserError(f"invalid gin binding {b!r}: {_one_line(e)}") from None
+  if finalize:
+    gin.finalize()
+
+
+def _one_line(e: Exception) -> str:
+  msg = str(e).strip().splitlines()
+  return msg[0] if msg else type(e).__name__
+
+
+def binding_value(name: str, default=None):
+  """Returns a bound value like 'mesh.fsdp', or default when unbound."""
+  try:
+    return gin.query_parameter(name)
+  except ValueError:
+    return default
+
+
+def write_operative_config(workdir: str | os.PathLike) -> pathlib.Path:
+  """Writes the resolved config (all bindings the run used) atomically to WORKDIR/config.gin."""
+  out = pathlib.Path(workdir) / "config.gin"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  text = gin.operative_config_str() or gin.config_str()
+  from brd_jax.io_utils import atomic_write_text  # pylint: disable=import-outside-toplevel
+  atomic_write_text(out, text)
+  return out
+
+
+_BINDING_RE = re.compile(r"^\s*([\w.]+)\s*=")
+
+
+def bound_names(bindings) -> list[str]:
+  """The parameter names a list of `--gin` bindings sets (for error messages)."""
+  return [m.group(1) for b in bindings or () if (m := _BINDING_RE.match(b))]

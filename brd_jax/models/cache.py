@@ -1,0 +1,32 @@
+"""The pre-allocated KV cache: (layers, batch, slots, kv_heads, head_dim), sharded by logical axes."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from brd_jax.models.config import ModelConfig
+
+CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+  k: jax.Array          # L,B,S,K,H
+  v: jax.Array          # L,B,S,K,H
+  seg: jax.Array        # B,S int32 segment id per slot (0 = empty / padding)
+  index: jax.Array      # () int32 next free slot (shared by all rows: prompts are left-padded)
+  next_pos: jax.Array   # B int32 position of each row's next token
+
+  @classmethod
+  def zeros(cls, cfg: ModelConfig, batch: int, max_len: int, dtype) -> "KVCache":
+    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+               seg=jnp.zeros((batch, max_len), jnp.int32), index=jnp.zeros((), jnp.int32),
+               next_pos=jnp.zeros((batch,), jnp.int32))
+
+  def advance(self, k, v, seg, n_new: int, new_seg) -> "KVCache":
+    return KVCache(k=k, v=v, seg=seg, index=self.index + n_new,
+                   next_pos=self.next_pos + jnp.sum(new_seg != 0, axis=1).astype(jnp.int32))

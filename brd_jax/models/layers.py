@@ -1,0 +1,269 @@
+"""The decoder shared by every family: parameters stacked over layers, one pure block function.
+
+Shapes in names: B batch, T query length, S key length (cache slots), D d_model, N query heads,
+K kv heads, H head_dim, F d_ff, V vocab, L layers. Parameters carry logical `axes` metadata that
+`sharding.py` maps to the (data, fsdp, tensor) mesh.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from brd_jax import sharding
+from brd_jax.models.cache import KVCache
+from brd_jax.models.config import ModelConfig, sqrt_d
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _param(rngs, shape, axes, dtype, init="normal"):
+  if init == "ones":
+    value = jnp.ones(shape, dtype)
+  elif init == "zeros":
+    value = jnp.zeros(shape, dtype)
+  else:
+    value = (0.02 * jax.random.normal(rngs.params(), shape)).astype(dtype)
+  return nnx.Param(value, axes=axes)
+
+
+def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], str]]:
+  """name -> (shape, logical axes, init) of each stacked per-layer parameter."""
+  L, D, N, K, H, F = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
+                      cfg.d_ff)
+  s = {
+      "attn_norm": ((L, D), ("layers", "embed"), "ones"),
+      "wq": ((L, D, N, H), ("layers", "embed", "heads", "head_dim"), "normal"),
+      "wk": ((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
+      "wv": ((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
+      "wo": ((L, N, H, D), ("layers", "heads", "head_dim", "embed"), "normal"),
+      "mlp_norm": ((L, D), ("layers", "embed"), "ones"),
+      "w_up": ((L, D, F), ("layers", "embed", "mlp"), "normal"),
+      "w_down": ((L, F, D), ("layers", "mlp", "embed"), "normal"),
+  }
+  if cfg.norm == "layer":
+    s["attn_norm_b"] = ((L, D), ("layers", "embed"), "zeros")
+    s["mlp_norm_b"] = ((L, D), ("layers", "embed"), "zeros")
+  if cfg.qkv_bias:
+    s["bq"] = ((L, N, H), ("layers", "heads", "head_dim"), "zeros")
+    s["bk"] = ((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
+    s["bv"] = ((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
+  if cfg.o_bias:
+    s["bo"] = ((L, D), ("layers", "embed"), "zeros")
+  if cfg.gated_mlp:
+    s["w_gate"] = ((L, D, F), ("layers", "embed", "mlp"), "normal")
+  if cfg.mlp_bias:
+    s["b_up"] = ((L, F), ("layers", "mlp"), "zeros")
+    s["b_down"] = ((L, D), ("layers", "embed"), "zeros")
+  return s
+
+
+def norm(cfg: ModelConfig, x, w, b=None):
+  """RMSNorm or LayerNorm, computed in fp32 (as HF does), returned in x's dtype."""
+  x32 = x.astype(jnp.float32)
+  if cfg.norm == "rms":
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + cfg.norm_eps)
+    return (w.astype(jnp.float32) * y).astype(x.dtype)
+  mu = jnp.mean(x32, -1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mu), -1, keepdims=True)
+  y = (x32 - mu) * jax.lax.rsqrt(var + cfg.norm_eps) * w.astype(jnp.float32)
+  if b is not None:
+    y = y + b.astype(jnp.float32)
+  return y.astype(x.dtype)
+
+
+def _activation(cfg: ModelConfig, x):
+  if cfg.act == "silu":
+    return jax.nn.silu(x)
+  return jax.nn.gelu(x, approximate=cfg.act == "gelu_tanh")
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jnp.ndarray:
+  """Rotary inverse frequencies, with llama3 frequency-band rescaling when configured."""
+  H = cfg.head_dim
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, H, 2, dtype=jnp.float32) / H))
+  rs = cfg.rope_scaling_dict
+  kind = rs.get("rope_type", rs.get("type"))
+  if kind == "llama3":
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    orig = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    scaled = jnp.where(wavelen > orig / lo, inv / factor, inv)
+    smooth = (orig / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= orig / hi) & (wavelen <= orig / lo)
+    inv = jnp.where(medium, smoothed, scaled)
+  elif kind == "linear":
+    inv = inv / rs["factor"]
+  elif kind not in (None, "default"):
+    raise ValueError(f"unsupported rope_scaling type {kind!r}")
+  return inv
+
+
+def apply_rope(x_BTNH, positions_BT, inv_freq):
+  """Rotate-half rotary embedding (the HF / Meta-converted layout)."""
+  freqs = positions_BT[..., None].astype(jnp.float32) * inv_freq  # B,T,H/2
+  emb = jnp.concatenate([freqs, freqs], -1)[:, :, None, :]
+  cos, sin = jnp.cos(emb), jnp.sin(emb)
+  x32 = x_BTNH.astype(jnp.float32)
+  x1, x2 = jnp.split(x32, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], -1)
+  return (x32 * cos + rotated * sin).astype(x_BTNH.dtype)
+
+
+def sinusoidal(positions_BT, d: int, offset: int):
+  """XGLM/fairseq sinusoidal table row `pos + offset`: [sin | cos] halves."""
+  half = d // 2
+  scale = math.log(10000) / (half - 1)
+  freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -scale)
+  ang = (positions_BT + offset).astype(jnp.float32)[..., None] * freqs
+  emb = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], -1)
+  if d % 2:
+    emb = jnp.pad(emb, [(0, 0), (0, 0), (0, 1)])
+  return emb
+
+
+def attention_mask(seg_q_BT, q_slot_T, seg_k_BS, k_slot_S):
+  """Causal (by slot), same-segment, non-padding mask; a query always sees its own slot.
+
+  Segment id 0 marks padding. Letting a pad query see itself keeps its softmax finite.
+  """
+  causal = k_slot_S[None, None, :] <= q_slot_T[None, :, None]
+  same = seg_k_BS[:, None, :] == seg_q_BT[:, :, None]
+  real = (seg_q_BT != 0)[:, :, None]
+  self_slot = k_slot_S[None, None, :] == q_slot_T[None, :, None]
+  return ((causal & same & real) | self_slot)[:, None]  # B,1,T,S
+
+
+def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, kv=None, index=None):
+  """One pre-norm transformer layer. kv = this layer's (k_BSKH, v_BSKH) cache, updated at index."""
+  dt = _DTYPES[cfg.dtype]
+  p = {k: v.astype(dt) for k, v in p.items()}
+  h = norm(cfg, x_BTD, p["attn_norm"], p.get("attn_norm_b"))
+  q = jnp.einsum("btd,dnh->btnh", h, p["wq"])
+  k = jnp.einsum("btd,dkh->btkh", h, p["wk"])
+  v = jnp.einsum("btd,dkh->btkh", h, p["wv"])
+  if cfg.qkv_bias:
+    q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
+  if cfg.pos == "rope":
+    q, k = apply_rope(q, positions_BT, inv_freq), apply_rope(k, positions_BT, inv_freq)
+  q = sharding.constrain(q, ("batch", "length", "heads", "head_dim"))
+  if kv is not None:
+    k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), index, axis=1)
+    v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), index, axis=1)
+    kv = (k, v)
+    k, v = k.astype(dt), v.astype(dt)
+  o = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS, scale=cfg.head_dim ** -0.5)
+  o = jnp.einsum("btnh,nhd->btd", o, p["wo"])
+  if cfg.o_bias:
+    o = o + p["bo"]
+  x_BTD = sharding.constrain(x_BTD + o, ("batch", "length", "embed"))
+  h = norm(cfg, x_BTD, p["mlp_norm"], p.get("mlp_norm_b"))
+  up = jnp.einsum("btd,df->btf", h, p["w_up"])
+  if cfg.mlp_bias:
+    up = up + p["b_up"]
+  if cfg.gated_mlp:
+    a = _activation(cfg, jnp.einsum("btd,df->btf", h, p["w_gate"])) * up
+  else:
+    a = _activation(cfg, up)
+  a = sharding.constrain(a, ("batch", "length", "mlp"))
+  out = jnp.einsum("btf,fd->btd", a, p["w_down"])
+  if cfg.mlp_bias:
+    out = out + p["b_down"]
+  return sharding.constrain(x_BTD + out, ("batch", "length", "embed")), kv
+
+
+_REMAT = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Decoder(nnx.Module):
+  """Decoder-only LM (llama / XGLM / GPT-2 by config)."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    pdt = _DTYPES[cfg.param_dtype]
+    D, V = cfg.d_model, cfg.vocab_size
+    self.embed = _param(rngs, (V, D), ("vocab", "embed"), pdt)
+    if cfg.pos == "learned":
+      self.pos_embed = _param(rngs, (cfg.max_len, D), (None, "embed"), pdt)
+    self.layers = nnx.Dict({n: _param(rngs, s, a, pdt, i)
+                            for n, (s, a, i) in layer_param_shapes(cfg).items()})
+    self.final_norm = _param(rngs, (D,), ("embed",), pdt, "ones")
+    if cfg.norm == "layer":
+      self.final_norm_b = _param(rngs, (D,), ("embed",), pdt, "zeros")
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, (D, V), ("embed", "vocab"), pdt)
+
+  def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
+    return KVCache.zeros(self.cfg, batch, max_len, dtype or _DTYPES[self.cfg.dtype])
+
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache: KVCache | None = None,
+               return_hidden: bool = False):
+    """Returns (logits_BTV fp32, updated cache or None).
+
+    segment_ids: 0 = padding, equal ids attend to each other (packing); default all ones.
+    positions: default = index within the non-padding tokens of each row (left padding).
+    """
+    cfg = self.cfg
+    dt = _DTYPES[cfg.dtype]
+    B, T = tokens_BT.shape
+    seg = jnp.ones((B, T), jnp.int32) if segment_ids_BT is None else segment_ids_BT.astype(jnp.int32)
+    if positions_BT is None:
+      positions_BT = jnp.maximum(jnp.cumsum(seg != 0, axis=1) - 1, 0)
+      if cache is not None:
+        positions_BT = positions_BT + cache.next_pos[:, None]
+    x = jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt) * jnp.asarray(sqrt_d(cfg), dt)
+    if cfg.pos == "learned":
+      x = x + jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(dt)
+    elif cfg.pos == "sinusoidal":
+      x = x + sinusoidal(positions_BT, cfg.d_model, cfg.pos_offset).astype(dt)
+    x = sharding.constrain(x, ("batch", "length", "embed"))
+    inv_freq = rope_inv_freq(cfg) if cfg.pos == "rope" else None
+
+    if cache is None:
+      slots = jnp.arange(T)
+      mask = attention_mask(seg, slots, seg, slots)
+      index = None
+    else:
+      index = cache.index
+      kseg = jax.lax.dynamic_update_slice_in_dim(cache.seg, seg, index, axis=1)
+      mask = attention_mask(seg, index + jnp.arange(T), kseg, jnp.arange(cache.seg.shape[1]))
+
+    fn = lambda p, x, kv: block(cfg, p, x, positions_BT, mask, inv_freq, kv, index)
+    if cfg.remat != "none":
+      fn = jax.checkpoint(fn, policy=_REMAT[cfg.remat], prevent_cse=not cfg.scan_layers)
+    params = {k: v[...] for k, v in self.layers.items()}
+    kv_stack = None if cache is None else (cache.k, cache.v)
+    if cfg.scan_layers:
+      def body(x, xs):
+        p, kv = xs
+        x, kv = fn(p, x, kv)
+        return x, kv
+      x, kv_stack = jax.lax.scan(body, x, (params, kv_stack))
+    else:
+      outs = []
+      for i in range(cfg.n_layers):
+        kv = None if kv_stack is None else (kv_stack[0][i], kv_stack[1][i])
+        x, kv = fn({k: v[i] for k, v in params.items()}, x, kv)
+        outs.append(kv)
+      if kv_stack is not None:
+        kv_stack = (jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]))
+
+    x = norm(cfg, x, self.final_norm[...], self.final_norm_b[...] if cfg.norm == "layer" else None)
+    new_cache = None
+    if cache is not None:
+      new_cache = cache.advance(kv_stack[0], kv_stack[1], kseg, T, seg)
+    if return_hidden:
+      return x, new_cache
+    if cfg.tie_embeddings:
+      logits = jnp.einsum("btd,vd->btv", x, self.embed[...].astype(dt))
+    else:
+      logits = jnp.einsum("btd,dv->btv", x, self.lm_head[...].astype(dt))
+    logits = sharding.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+    return logits, new_cache

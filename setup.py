@@ -1,0 +1,40 @@
+"""brd_jax: Basic Reading Distillation in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="brd_jax",
+    version="0.1.0",
+    description="Basic Reading Distillation (arXiv 2507.19741) in JAX/Flax, TPU-first",
+    packages=find_packages(include=["brd_jax", "brd_jax.*"]),
+    package_data={"brd_jax": ["configs/**/*.gin"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "numpy>=2.0,<3",
+        "transformers>=5.23,<6",
+        "tokenizers>=0.23,<0.24",
+        "safetensors>=0.8,<0.9",
+        "accelerate>=1.15,<2",
+        "datasets>=5.2,<6",
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-text>=2.21,<2.22",
+        "tensorflow-datasets>=4.9.10,<5",
+        "seqio==0.0.20",
+        "gin-config>=0.5,<0.6",
+        "gguf>=0.19,<0.20",
+        "sentencepiece>=0.2.3,<0.3",
+        "tqdm>=4.66",
+        "rich>=13",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+    ],
+    extras_require={
+        "test": ["pytest>=9,<10", "pytest-xdist>=3.8,<4", "hypothesis>=6.100", "torch==2.13.0"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+    },
+    entry_points={"console_scripts": ["brd=brd_jax.cli:main"]},
+)
