@@ -83,12 +83,15 @@ class ModelConfig:
     return dict(self.rope_scaling)
 
   def num_params(self) -> int:
-    d, f, L = self.d_model, self.d_ff, self.n_layers
-    attn = d * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
-    mlp = d * f * (3 if self.gated_mlp else 2)
-    emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-    pos = self.max_len * d if self.pos == "learned" else 0
-    return L * (attn + mlp) + emb + pos
+    """Exact parameter count (the stored tensors; XGLM's sinusoidal table is computed)."""
+    from brd_jax.models.layers import layer_param_shapes  # pylint: disable=import-outside-toplevel
+    n = sum(math.prod(shape) for shape, _, _ in layer_param_shapes(self).values())
+    d = self.d_model
+    n += self.vocab_size * d * (1 if self.tie_embeddings else 2)
+    n += d * (2 if self.norm == "layer" else 1)
+    if self.pos == "learned":
+      n += self.max_len * d
+    return n
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)

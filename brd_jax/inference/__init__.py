@@ -1,0 +1,1 @@
+"""Batched prefill + KV-cache decoding and sampling."""

@@ -1,0 +1,126 @@
+"""Decoder parity with PyTorch `transformers` (the independent reference) for every family."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hf_tiny
+from brd_jax import models, sharding
+from brd_jax.checkpoints import hf
+
+FAMILIES = {
+    "llama_gqa_untied": lambda p: hf_tiny.llama(p, tie=False),
+    "llama_gqa_tied": lambda p: hf_tiny.llama(p, tie=True),
+    "qwen2_qkv_bias": lambda p: hf_tiny.llama(p, qkv_bias=True),
+    "llama3_rope": lambda p: hf_tiny.llama(p, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}),
+    "xglm": hf_tiny.xglm,
+    "gpt2": hf_tiny.gpt2,
+}
+
+
+def _masked_max_diff(a, b, mask):
+  return float(np.abs(np.asarray(a) - np.asarray(b))[mask.astype(bool)].max())
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory):
+  path = tmp_path_factory.mktemp(request.param)
+  ref = FAMILIES[request.param](path)
+  return request.param, path, ref
+
+
+def test_left_padded_logits_match_transformers(family):
+  name, path, ref = family
+  model, cfg = hf.import_dir(path)
+  ids, mask, pos = hf_tiny.left_padded_batch()
+  expected = hf_tiny.hf_logits(ref, ids, mask, pos)
+  got, _ = model(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
+  diff = _masked_max_diff(got, expected, mask)
+  assert diff < 1e-4, f"{name}: max |logit diff| {diff}"
+
+
+def test_sharded_8_devices_equal_one_device(family, mesh8):
+  _, path, _ = family
+  ids, mask, _ = hf_tiny.left_padded_batch()
+  model1, _ = hf.import_dir(path)
+  expected, _ = model1(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
+  model8, cfg = hf.import_dir(path, mesh=mesh8)
+  wq = model8.layers["wq"][...]
+  assert len(wq.sharding.device_set) == 8
+  with sharding.use_mesh(mesh8):
+    tokens = jax.device_put(jnp.asarray(ids), sharding.named_sharding(mesh8, ("batch", "length")))
+    got, _ = jax.jit(lambda m, t, s: m(t, segment_ids_BT=s))(model8, tokens, jnp.asarray(mask))
+  assert _masked_max_diff(got, expected, mask) < 1e-5
+
+
+def test_kv_cache_prefill_then_steps_equals_full_forward(family):
+  _, path, _ = family
+  model, _ = hf.import_dir(path)
+  ids, mask, _ = hf_tiny.left_padded_batch(lengths=(9, 12, 5))
+  full, _ = model(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
+  cache = model.init_cache(ids.shape[0], 16)
+  pre, cache = model(jnp.asarray(ids[:, :8]), segment_ids_BT=jnp.asarray(mask[:, :8]), cache=cache)
+  steps = [pre]
+  for t in range(8, 12):
+    lg, cache = model(jnp.asarray(ids[:, t:t + 1]), segment_ids_BT=jnp.asarray(mask[:, t:t + 1]),
+                      cache=cache)
+    steps.append(lg)
+  got = jnp.concatenate(steps, 1)
+  assert _masked_max_diff(got, full, mask) < 1e-5
+
+
+def test_packed_segments_equal_separate_forwards(family):
+  _, path, _ = family
+  model, _ = hf.import_dir(path)
+  rng = np.random.default_rng(1)
+  docs = [rng.integers(3, 128, n) for n in (5, 9, 4)]
+  tokens = np.concatenate(docs)[None]
+  seg = np.concatenate([np.full(len(d), i + 1) for i, d in enumerate(docs)])[None]
+  pos = np.concatenate([np.arange(len(d)) for d in docs])[None]
+  packed, _ = model(jnp.asarray(tokens), jnp.asarray(pos), jnp.asarray(seg))
+  start = 0
+  for d in docs:
+    alone, _ = model(jnp.asarray(d[None]))
+    np.testing.assert_allclose(packed[0, start:start + len(d)], alone[0], atol=1e-5)
+    start += len(d)
+
+
+@pytest.mark.parametrize("scan,remat", [(False, "none"), (True, "full"), (False, "dots")])
+def test_scan_and_remat_options_do_not_change_logits(tmp_path, scan, remat):
+  hf_tiny.llama(tmp_path)
+  ids, mask, _ = hf_tiny.left_padded_batch()
+  base, _ = hf.import_dir(tmp_path)
+  other, _ = hf.import_dir(tmp_path, overrides={"scan_layers": scan, "remat": remat})
+  loss = lambda m: jnp.mean(m(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))[0] ** 2)
+  from flax import nnx
+  l1, g1 = nnx.value_and_grad(loss)(base)
+  l2, g2 = nnx.value_and_grad(loss)(other)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  np.testing.assert_allclose(g1.layers["w_up"][...], g2.layers["w_up"][...], atol=1e-6)
+
+
+def test_bf16_compute_stays_close_to_fp32(tmp_path):
+  hf_tiny.llama(tmp_path)
+  ids, mask, _ = hf_tiny.left_padded_batch()
+  f32, _ = hf.import_dir(tmp_path)
+  bf16, _ = hf.import_dir(tmp_path, overrides={"dtype": "bfloat16"})
+  a, _ = f32(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
+  b, _ = bf16(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
+  assert b.dtype == jnp.float32  # logits are always returned in fp32
+  assert bf16.layers["wq"][...].dtype == jnp.float32  # master weights stay fp32
+  diff = _masked_max_diff(a, b, mask)
+  assert 0 < diff < 0.05
+
+
+def test_named_configs_build_and_count_params():
+  # The published sizes: SmolLM2 135M, XGLM 564M, GPT-2 124M / 774M, Vicuna 13B.
+  expected = {"smollm2_135m": 134.5e6, "xglm_564m": 564.5e6, "gpt2_124m": 124.4e6,
+              "gpt2_774m": 774.0e6, "vicuna_13b": 13.0e9}
+  for name, n in expected.items():
+    cfg = models.named_config(name)
+    shapes = models.param_specs(cfg)
+    total = sum(int(np.prod(s.shape)) for s, _ in shapes.values())
+    assert abs(total - n) / n < 0.01, (name, total)
+    assert total == cfg.num_params()
