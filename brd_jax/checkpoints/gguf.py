@@ -83,6 +83,9 @@ class GGUFFile:
         pad_id=m.get("tokenizer.ggml.padding_token_id"))
 
   def tokenizer(self):
+    """The tokenizer from metadata, or None when the file carries none."""
+    if "tokenizer.ggml.model" not in self.meta:
+      return None
     from brd_jax import tokenizer  # pylint: disable=import-outside-toplevel
     return tokenizer.from_gguf_metadata(self.meta)
 

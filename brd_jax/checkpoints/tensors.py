@@ -27,6 +27,8 @@ class SafetensorsFile:
     try:
       self._f = open(path, "rb")
       (n,) = struct.unpack("<Q", self._f.read(8))
+      if n > path.stat().st_size - 8:
+        raise ValueError("header length exceeds the file size (truncated or not safetensors)")
       header = json.loads(self._f.read(n))
       self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError, struct.error) as e:

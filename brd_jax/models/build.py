@@ -38,20 +38,24 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, check: bool = True) -> dict[Pa
 
 
 def create(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0) -> Decoder:
-  """A randomly initialised model whose parameters are born sharded (jit out_shardings)."""
-  if mesh is None:
-    return Decoder(cfg, nnx.Rngs(seed))
-  shardings = param_shardings(cfg, mesh)
+  """A randomly initialised model whose parameters are born sharded (jit out_shardings).
+
+  Initialisation is always jitted, so a model is bit-identical with or without a mesh.
+  """
   graphdef, abs_state = nnx.split(abstract(cfg))
-  paths = list(shardings)
+  paths = [p for p, _ in nnx.to_flat_state(abs_state)]
 
   def init():
     _, st = nnx.split(Decoder(cfg, nnx.Rngs(seed)))
     flat = dict((p, v.get_value()) for p, v in nnx.to_flat_state(st))
     return [flat[p] for p in paths]
 
-  with jax.set_mesh(mesh):
-    values = jax.jit(init, out_shardings=[shardings[p] for p in paths])()
+  if mesh is None:
+    values = jax.jit(init)()
+  else:
+    shardings = param_shardings(cfg, mesh)
+    with jax.set_mesh(mesh):
+      values = jax.jit(init, out_shardings=[shardings[p] for p in paths])()
   return _merge(graphdef, abs_state, dict(zip(paths, values)))
 
 

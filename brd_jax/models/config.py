@@ -107,10 +107,14 @@ class ModelConfig:
     return cls(**d)
 
 
-@gin.configurable("model")
 def model_config(**overrides) -> ModelConfig:
   """The model as bound in gin (`model.d_model = 576`, ...)."""
   return ModelConfig.from_dict(overrides)
+
+
+# The allowlist makes gin reject unknown `model.*` names at parse time.
+model_config = gin.configurable(
+    "model", allowlist=[f.name for f in dataclasses.fields(ModelConfig)])(model_config)
 
 
 MODELS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "models"

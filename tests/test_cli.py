@@ -1,0 +1,77 @@
+"""The `brd` command: fast help, sub-command help, one-line errors with exit code 2."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import hf_tiny
+from brd_jax import cli
+
+SUBCOMMANDS = ["corpus", "generate", "train", "eval", "pipeline", "convert", "complete", "loglik",
+               "plan", "bench", "assets"]
+
+
+def _brd(*args, timeout=120):
+  return subprocess.run([sys.executable, "-m", "brd_jax.cli", *args], capture_output=True,
+                        text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_help_is_fast_and_lists_every_stage():
+  t = time.perf_counter()
+  r = _brd("--help")
+  elapsed = time.perf_counter() - t
+  assert r.returncode == 0
+  for name in SUBCOMMANDS:
+    assert name in r.stdout
+  assert elapsed < 3.0, f"brd --help took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help(name):
+  with pytest.raises(SystemExit) as e:
+    cli.main([name, "--help"])
+  assert e.value.code == 0
+
+
+def test_bad_gin_binding_is_one_line_and_exit_2(tmp_path):
+  r = _brd("convert", "--model", "x", "--to", str(tmp_path / "o"), "--gin", "model.d_modle = 3")
+  assert r.returncode == 2
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and "model.d_modle" in lines[0], r.stderr
+
+
+def test_unknown_flag_is_one_line_and_exit_2():
+  r = _brd("convert", "--nope")
+  assert r.returncode == 2
+  assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_convert_then_complete_on_a_tiny_model(tmp_path, capsys):
+  hf_tiny.llama(tmp_path / "src")
+  assert cli.main(["convert", "--model", str(tmp_path / "src"), "--to", str(tmp_path / "out")]) == 0
+  assert (tmp_path / "out" / "config.json").exists()
+  assert (tmp_path / "out" / "brd" / "config.gin").exists()
+  # Converting onto a non-empty directory is refused and keeps what is there.
+  assert cli.main(["convert", "--model", str(tmp_path / "src"), "--to", str(tmp_path / "out")]) == 2
+  assert "exists" in capsys.readouterr().err
+  assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_complete_needs_a_tokenizer_and_valid_jsonl(tmp_path, capsys):
+  hf_tiny.llama(tmp_path / "m")
+  (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\n{"text": 1}\n')
+  rc = cli.main(["complete", "--model", str(tmp_path / "m"), "--prompts",
+                 str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o.jsonl")])
+  assert rc == 2
+  assert "bad.jsonl:2" in capsys.readouterr().err
+  assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_assets_list_and_unknown_asset(capsys):
+  assert cli.main(["assets", "list"]) == 0
+  assert "smollm2-135m-instruct" in capsys.readouterr().out
+  assert cli.main(["assets", "path", "nope"]) == 2
+  assert "unknown asset" in capsys.readouterr().err

