@@ -16,7 +16,6 @@ PENDING = {  # stages whose engines are still being built, with the issue that t
     "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
     "loglik": ("log-likelihood of continuations (lm-eval requests)", "issue 6"),
     "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
-    "bench": ("benchmarks against PyTorch peers", "issues 4-6"),
 }
 
 
@@ -83,27 +82,39 @@ def cmd_assets(args):
 
 def cmd_complete(args):
   import json  # pylint: disable=import-outside-toplevel
-  mesh = _setup(args)
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.generate import generate  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
   if (args.prompt is None) == (args.prompts is None):
     raise UserError("give exactly one of --prompt TEXT or --prompts IN.jsonl")
   if args.prompts and not args.out:
     raise UserError("--prompts needs --out OUT.jsonl")
   records = [{"prompt": args.prompt}] if args.prompt is not None else _read_jsonl(args.prompts)
-  loaded = resolve.load(args.model, mesh)
+  mesh = _setup(args)
+  import jax  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference import chat  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.engine import Engine, Sampling  # pylint: disable=import-outside-toplevel
+  loaded = resolve.load(args.model, mesh if mesh.size > 1 else None)
   tok = loaded.tokenizer
   if tok is None:
     raise UserError(f"--model {args.model} has no tokenizer")
-  texts = [tok.apply_chat_template([{"role": "user", "content": r["prompt"]}]) if args.chat
-           else r["prompt"] for r in records]
-  eos = [i for i in {tok.eos_id, loaded.cfg.eos_id} if i is not None]
-  outs = []
-  for start in range(0, len(texts), args.batch_size):
-    chunk = texts[start:start + args.batch_size]
-    ids = generate(loaded.model, [tok.encode(t) for t in chunk], args.max_new_tokens, eos,
-                   args.temperature, args.top_k, args.top_p, args.seed + start, tok.pad_id or 0)
-    outs.extend(tok.decode(i, skip_special_tokens=True) for i in ids)
+  texts = [chat.format_prompt(tok, r["prompt"]) if args.chat else r["prompt"] for r in records]
+  engine = Engine(loaded.model, tok, mesh if mesh.size > 1 else None, max_batch=args.batch_size)
+  # One key per input line: a line's sample does not depend on its batch.
+  base = jax.random.key(args.seed)
+  keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jax.numpy.arange(len(texts)))
+  sampling = Sampling(args.temperature, args.top_k, args.top_p)
+  outs, n_tokens, t0 = [], 0, time.perf_counter()
+  bar = tqdm(total=len(texts), unit="prompt", disable=args.prompt is not None)
+  for s in range(0, len(texts), args.batch_size):
+    gens = engine.generate([tok.encode(t) for t in texts[s:s + args.batch_size]],
+                           args.max_new_tokens, sampling, keys=keys[s:s + args.batch_size],
+                           stop=args.stop or ())
+    outs.extend(g.text for g in gens)
+    n_tokens += sum(len(g.tokens) for g in gens)
+    bar.update(len(gens))
+    bar.set_postfix(tokens_per_s=f"{n_tokens / (time.perf_counter() - t0):.1f}")
+  bar.close()
   if args.prompt is not None:
     print(outs[0])
     return
@@ -111,6 +122,15 @@ def cmd_complete(args):
   lines = [json.dumps({**r, "completion": c}, ensure_ascii=False) for r, c in zip(records, outs)]
   atomic_write_text(args.out, "\n".join(lines) + "\n")
   print(f"wrote {len(lines)} completions to {args.out}")
+
+
+def cmd_bench(args):
+  _setup(args)
+  if args.what == "decode":
+    from brd_jax.benchmarks import decode  # pylint: disable=import-outside-toplevel
+    decode.run(args.model, batch=args.batch, repeats=args.repeats, json_path=args.json)
+  else:
+    raise UserError(f"`brd bench {args.what}` is not implemented yet")
 
 
 def _read_jsonl(path):
@@ -170,8 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--top_p", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--stop", action="append", help="stop string; repeatable")
   _gin_flags(p)
   p.set_defaults(func=cmd_complete)
+
+  p = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
+  p.add_argument("what", choices=["decode", "train", "eval"])
+  p.add_argument("--json", help="write the result as JSON here")
+  p.add_argument("--model", default="asset:smollm2-135m-instruct")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--repeats", type=int, default=2)
+  _gin_flags(p)
+  p.set_defaults(func=cmd_bench)
 
   for name, (help_text, what) in PENDING.items():
     p = sub.add_parser(name, help=f"{help_text} (not implemented yet)")

@@ -32,7 +32,7 @@ DEFAULT_RULES: tuple[tuple[str, object], ...] = (
     ("kv_heads", "tensor"),
     ("vocab", "tensor"),
     ("length", None),
-    ("head_dim", None),
+    ("head_dim", "tensor"),  # fallback when the head count does not split (e.g. 9 heads / 2)
     ("layers", None),
 )
 
@@ -70,11 +70,17 @@ def make_mesh(shape: Sequence[int] | None = None, devices=None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
-def logical_to_spec(names: Sequence[str | None], rules=DEFAULT_RULES, mesh: Mesh | None = None) -> P:
-  """Maps logical axis names to a PartitionSpec; mesh axes of size 1 are dropped."""
+def logical_to_spec(names: Sequence[str | None], rules=DEFAULT_RULES, mesh: Mesh | None = None,
+                    shape: Sequence[int] | None = None) -> P:
+  """Maps logical axis names to a PartitionSpec.
+
+  Mesh axes of size 1 are dropped. With `shape`, a candidate that does not divide its dimension
+  is skipped, leaving the mesh axis free for a later dimension (9 heads on tensor=2 shard
+  head_dim instead).
+  """
   used: set[str] = set()
   out = []
-  for name in names:
+  for d, name in enumerate(names):
     chosen = None
     for rule_name, axes in rules:
       if rule_name != name or axes is None:
@@ -83,6 +89,9 @@ def logical_to_spec(names: Sequence[str | None], rules=DEFAULT_RULES, mesh: Mesh
       if mesh is not None:
         axes_t = tuple(a for a in axes_t if mesh.shape[a] > 1)
       if not axes_t or used.intersection(axes_t):
+        continue
+      if shape is not None and mesh is not None and shape[d] % math.prod(
+          mesh.shape[a] for a in axes_t):
         continue
       chosen = axes_t
       break
@@ -94,8 +103,9 @@ def logical_to_spec(names: Sequence[str | None], rules=DEFAULT_RULES, mesh: Mesh
   return P(*out)
 
 
-def named_sharding(mesh: Mesh, names: Sequence[str | None], rules=DEFAULT_RULES) -> NamedSharding:
-  return NamedSharding(mesh, logical_to_spec(names, rules, mesh))
+def named_sharding(mesh: Mesh, names: Sequence[str | None], rules=DEFAULT_RULES,
+                   shape: Sequence[int] | None = None) -> NamedSharding:
+  return NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape))
 
 
 def check_divisible(shape: Sequence[int], spec: P, mesh: Mesh, what: str) -> None:
@@ -136,13 +146,16 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   mesh, rules = _ACTIVE[-1]
   if mesh.size == 1:
     return x
-  return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, rules))
+  return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, rules, x.shape))
 
 
 def global_batch(local: np.ndarray, mesh: Mesh, names=("batch", "length")) -> jax.Array:
   """Builds one global array from each host's slice of the batch (rows split by process)."""
-  sharding = named_sharding(mesh, names)
-  return jax.make_array_from_process_local_data(sharding, np.asarray(local))
+  local = np.asarray(local)
+  spec = logical_to_spec(names, mesh=mesh)
+  global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
+  check_divisible(global_shape, spec, mesh, f"global batch of shape {global_shape}")
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local, global_shape)
 
 
 def host_share(n: int) -> slice:

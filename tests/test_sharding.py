@@ -50,10 +50,23 @@ def test_per_device_parameter_bytes_are_total_over_shards(shape, shards):
     assert total / shards <= per <= 1.02 * total / shards, (d, per, total / shards)
 
 
-def test_indivisible_dimension_names_the_binding():
-  cfg = models.ModelConfig(n_heads=4, n_kv_heads=1)
-  with pytest.raises(UserError, match="mesh.tensor=2"):
-    models.create(cfg, sharding.make_mesh((1, 4, 2)))
+def test_indivisible_heads_fall_back_to_head_dim():
+  # SmolLM2's 9 query / 3 kv heads on tensor=2: head_dim takes the tensor axis instead.
+  cfg = models.ModelConfig(n_heads=9, n_kv_heads=3, head_dim=16, d_model=64)
+  shardings = models.param_shardings(cfg, sharding.make_mesh((2, 2, 2)))
+  assert shardings[("layers", "wq")].spec == P(None, "fsdp", None, "tensor")
+  assert shardings[("layers", "wo")].spec == P(None, None, "tensor", "fsdp")
+  cfg = models.ModelConfig(n_heads=4, n_kv_heads=4, head_dim=16, d_model=64)
+  shardings = models.param_shardings(cfg, sharding.make_mesh((2, 2, 2)))
+  assert shardings[("layers", "wq")].spec == P(None, "fsdp", "tensor", None)
+
+
+def test_indivisible_batch_names_the_binding():
+  mesh = sharding.make_mesh((2, 2, 2))
+  with pytest.raises(UserError, match="mesh.data=2, mesh.fsdp=2"):
+    sharding.global_batch(np.zeros((6, 3), np.int32), mesh)
+  arr = sharding.global_batch(np.zeros((8, 3), np.int32), mesh)
+  assert arr.sharding.spec == P(("data", "fsdp"), None)
 
 
 def test_created_model_is_sharded_and_deterministic():

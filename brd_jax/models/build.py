@@ -27,14 +27,10 @@ def param_specs(cfg: ModelConfig) -> dict[Path, tuple[jax.ShapeDtypeStruct, tupl
   return {path: (v.get_value(), v.get_metadata()["axes"]) for path, v in nnx.to_flat_state(state)}
 
 
-def param_shardings(cfg: ModelConfig, mesh: Mesh, check: bool = True) -> dict[Path, NamedSharding]:
-  out = {}
-  for path, (sds, axes) in param_specs(cfg).items():
-    spec = sharding.logical_to_spec(axes, mesh=mesh)
-    if check:
-      sharding.check_divisible(sds.shape, spec, mesh, f"parameter {'/'.join(path)} {sds.shape}")
-    out[path] = NamedSharding(mesh, spec)
-  return out
+def param_shardings(cfg: ModelConfig, mesh: Mesh) -> dict[Path, NamedSharding]:
+  """NamedSharding per parameter; a dimension that does not split evenly stays replicated."""
+  return {path: NamedSharding(mesh, sharding.logical_to_spec(axes, mesh=mesh, shape=sds.shape))
+          for path, (sds, axes) in param_specs(cfg).items()}
 
 
 def create(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0) -> Decoder:

@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from brd_jax import sharding
 from brd_jax.models.config import ModelConfig
 
 CACHE_AXES = ("layers", "batch", "length", "kv_heads", "head_dim")
@@ -23,8 +24,10 @@ class KVCache:
   @classmethod
   def zeros(cls, cfg: ModelConfig, batch: int, max_len: int, dtype) -> "KVCache":
     shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
-    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-               seg=jnp.zeros((batch, max_len), jnp.int32), index=jnp.zeros((), jnp.int32),
+    kv = lambda: sharding.constrain(jnp.zeros(shape, dtype), CACHE_AXES)
+    return cls(k=kv(), v=kv(),
+               seg=sharding.constrain(jnp.zeros((batch, max_len), jnp.int32), ("batch", "length")),
+               index=jnp.zeros((), jnp.int32),
                next_pos=jnp.zeros((batch,), jnp.int32))
 
   def advance(self, k, v, seg, n_new: int, new_seg) -> "KVCache":

@@ -1,0 +1,124 @@
+"""The generation engine on tiny models: sampling statistics, filters, keys, compile counts."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from brd_jax import models, sharding
+from brd_jax.inference import engine, sampling
+from brd_jax.inference.engine import Engine, Sampling
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  cfg = models.ModelConfig(vocab_size=16, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                           head_dim=8, d_ff=64, eos_id=None)
+  model = models.create(cfg, seed=7)
+  # Scale the output head so the first-token distribution is far from uniform.
+  model.lm_head[...] = model.lm_head[...] * 60.0
+  return model
+
+
+PROMPT = [3, 5, 7, 2, 9]
+
+
+def _first_token_probs(model, temperature):
+  logits, _ = model(jnp.asarray([PROMPT]))
+  return np.asarray(jax.nn.softmax(logits[0, -1] / temperature))
+
+
+def _first_tokens(model, sampling_, n, seed=0):
+  eng = Engine(model, max_batch=n)
+  gens = eng.generate([PROMPT] * n, 1, sampling_, seed=seed, eos_ids=())
+  return np.array([g.tokens[0] for g in gens])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_frequencies_match_softmax(tiny, temperature):
+  probs = _first_token_probs(tiny, temperature).astype(np.float64)
+  probs /= probs.sum()
+  assert probs.max() < 0.9 and probs.max() > 2 / 16  # a non-trivial distribution
+  draws = _first_tokens(tiny, Sampling(temperature=temperature), 2000)
+  counts = np.bincount(draws, minlength=16)
+  keep = probs * 2000 >= 5  # pool rare tokens so the chi-square approximation holds
+  obs = np.append(counts[keep], counts[~keep].sum())
+  exp = np.append(probs[keep], probs[~keep].sum()) * 2000
+  obs, exp = obs[exp > 0], exp[exp > 0]
+  p = stats.chisquare(obs, exp).pvalue
+  assert p > 0.001, (p, obs, exp)
+
+
+def test_top_k_and_top_p_never_leave_the_allowed_set(tiny):
+  probs = _first_token_probs(tiny, 1.0)
+  order = np.argsort(-probs)
+  draws = _first_tokens(tiny, Sampling(temperature=1.0, top_k=3), 500)
+  assert set(draws) <= set(order[:3].tolist())
+  assert len(set(draws)) > 1
+  cum = np.cumsum(probs[order])
+  nucleus = set(order[:int(np.searchsorted(cum, 0.6) + 1)].tolist())
+  draws = _first_tokens(tiny, Sampling(temperature=1.0, top_p=0.6), 500)
+  assert set(draws) <= nucleus
+
+
+def test_filter_logits_directly():
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  kept = np.isfinite(np.asarray(sampling.filter_logits(logits, top_p=0.8))) & (
+      np.asarray(sampling.filter_logits(logits, top_p=0.8)) > -1e30)
+  assert kept.tolist() == [[True, True, False, False]]
+  k2 = np.asarray(sampling.filter_logits(logits, top_k=2)) > -1e30
+  assert k2.tolist() == [[True, True, False, False]]
+
+
+def test_same_key_same_output_and_row_independence(tiny):
+  eng = Engine(tiny, max_batch=8)
+  s = Sampling(temperature=1.0)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(1), i))(jnp.arange(8))
+  prompts = [PROMPT[:i + 1] for i in range(5)] + [PROMPT] * 3
+  a = eng.generate(prompts, 12, s, keys=keys, eos_ids=())
+  b = eng.generate(prompts, 12, s, keys=keys, eos_ids=())
+  assert [g.tokens for g in a] == [g.tokens for g in b]
+  # Row 2 alone, with its own key, samples exactly what it sampled inside the batch.
+  alone = Engine(tiny, max_batch=1).generate([prompts[2]], 12, s, keys=keys[2:3], eos_ids=())
+  assert alone[0].tokens == a[2].tokens
+  c = eng.generate(prompts, 12, s, seed=99, eos_ids=())
+  assert [g.tokens for g in a] != [g.tokens for g in c]
+
+
+def test_compiles_at_most_once_per_length_bucket(tiny):
+  eng = Engine(tiny, max_batch=4)
+  rng = np.random.default_rng(0)
+  before = dict(engine.COMPILES)
+  buckets = set()
+  for _ in range(10):
+    n = int(rng.integers(1, 60))
+    prompts = [rng.integers(0, 16, int(rng.integers(1, n + 1))).tolist() for _ in range(4)]
+    prompts[0] = rng.integers(0, 16, n).tolist()
+    buckets.add(engine.bucket(n))
+    eng.generate(prompts, 10, Sampling(), eos_ids=())
+  assert engine.COMPILES["prefill"] - before["prefill"] <= len(buckets)
+  assert engine.COMPILES["decode"] - before["decode"] <= len(buckets)
+  assert len(buckets) >= 2
+
+
+def test_eos_and_logprobs(tiny):
+  eng = Engine(tiny, max_batch=2)
+  g = eng.generate([PROMPT], 6, Sampling(), eos_ids=(), return_logprobs=True, top_logprobs=3)[0]
+  first_eos = g.tokens[2]
+  g2 = eng.generate([PROMPT], 6, Sampling(), eos_ids=(first_eos,))[0]
+  assert g2.tokens == g.tokens[:g.tokens.index(first_eos)] and g2.finish_reason == "eos"
+  probs = _first_token_probs(tiny, 1.0)
+  assert np.isclose(g.logprobs[0], np.log(probs[g.tokens[0]]), atol=1e-5)
+  assert g.top_logprobs[0][0][0] == int(np.argmax(probs))
+  assert len(g.top_logprobs) == len(g.tokens) == 6
+
+
+def test_sharded_engine_gives_same_tokens(tiny, mesh8):
+  prompts = [PROMPT[:i + 1] * 2 for i in range(5)]
+  ref = Engine(tiny, max_batch=8).generate(prompts, 10, Sampling(), eos_ids=())
+  state = models.flat_params(tiny)
+  shardings = models.param_shardings(tiny.cfg, mesh8)
+  sharded = models.build.map_params(
+      models.create(tiny.cfg), lambda p, _: jax.device_put(state[p], shardings[p]))
+  got = Engine(sharded, mesh=mesh8, max_batch=8).generate(prompts, 10, Sampling(), eos_ids=())
+  assert [g.tokens for g in got] == [g.tokens for g in ref]
