@@ -137,39 +137,51 @@ def attention_mask(seg_q_BT, q_slot_T, seg_k_BS, k_slot_S):
   return ((causal & same & real) | self_slot)[:, None]  # B,1,T,S
 
 
-def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, kv=None, index=None):
-  """One pre-norm transformer layer. kv = this layer's (k_BSKH, v_BSKH) cache, updated at index."""
+def _proj(h_BTD, w_DNH):
+  """(B,T,D) x (D,N,H) -> (B,T,N,H) as one 2-D matmul."""
+  D, N, H = w_DNH.shape
+  return (h_BTD @ w_DNH.reshape(D, N * H)).reshape(*h_BTD.shape[:2], N, H)
+
+
+def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, kv=None, index=None,
+          layer=None):
+  """One pre-norm transformer layer.
+
+  kv: the whole stacked cache (k_LBSKH, v_LBSKH); this layer's new keys are written in place at
+  (layer, slot index) so a decode step never copies the cache.
+  """
   dt = _DTYPES[cfg.dtype]
   p = {k: v.astype(dt) for k, v in p.items()}
   h = norm(cfg, x_BTD, p["attn_norm"], p.get("attn_norm_b"))
-  q = jnp.einsum("btd,dnh->btnh", h, p["wq"])
-  k = jnp.einsum("btd,dkh->btkh", h, p["wk"])
-  v = jnp.einsum("btd,dkh->btkh", h, p["wv"])
+  q, k, v = _proj(h, p["wq"]), _proj(h, p["wk"]), _proj(h, p["wv"])
   if cfg.qkv_bias:
     q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
   if cfg.pos == "rope":
     q, k = apply_rope(q, positions_BT, inv_freq), apply_rope(k, positions_BT, inv_freq)
   q = sharding.constrain(q, ("batch", "length", "heads", "head_dim"))
   if kv is not None:
-    k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), index, axis=1)
-    v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), index, axis=1)
-    kv = (k, v)
-    k, v = k.astype(dt), v.astype(dt)
+    at = (layer, 0, index, 0, 0)
+    kv = (jax.lax.dynamic_update_slice(kv[0], k[None].astype(kv[0].dtype), at),
+          jax.lax.dynamic_update_slice(kv[1], v[None].astype(kv[1].dtype), at))
+    k = jax.lax.dynamic_index_in_dim(kv[0], layer, 0, keepdims=False).astype(dt)
+    v = jax.lax.dynamic_index_in_dim(kv[1], layer, 0, keepdims=False).astype(dt)
   o = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS, scale=cfg.head_dim ** -0.5)
-  o = jnp.einsum("btnh,nhd->btd", o, p["wo"])
+  # 2-D matmuls on reshaped (free) weight views: XLA CPU would otherwise transpose weights
+  # inside the decode loop on every step.
+  o = o.reshape(*o.shape[:2], -1) @ p["wo"].reshape(-1, p["wo"].shape[-1])
   if cfg.o_bias:
     o = o + p["bo"]
   x_BTD = sharding.constrain(x_BTD + o, ("batch", "length", "embed"))
   h = norm(cfg, x_BTD, p["mlp_norm"], p.get("mlp_norm_b"))
-  up = jnp.einsum("btd,df->btf", h, p["w_up"])
+  up = h @ p["w_up"]
   if cfg.mlp_bias:
     up = up + p["b_up"]
   if cfg.gated_mlp:
-    a = _activation(cfg, jnp.einsum("btd,df->btf", h, p["w_gate"])) * up
+    a = _activation(cfg, h @ p["w_gate"]) * up
   else:
     a = _activation(cfg, up)
   a = sharding.constrain(a, ("batch", "length", "mlp"))
-  out = jnp.einsum("btf,fd->btd", a, p["w_down"])
+  out = a @ p["w_down"]
   if cfg.mlp_bias:
     out = out + p["b_down"]
   return sharding.constrain(x_BTD + out, ("batch", "length", "embed")), kv
@@ -235,30 +247,26 @@ class Decoder(nnx.Module):
       kseg = jax.lax.dynamic_update_slice_in_dim(cache.seg, seg, index, axis=1)
       mask = attention_mask(seg, index + jnp.arange(T), kseg, jnp.arange(cache.seg.shape[1]))
 
-    fn = lambda p, x, kv: block(cfg, p, x, positions_BT, mask, inv_freq, kv, index)
+    fn = lambda p, x, kv, i: block(cfg, p, x, positions_BT, mask, inv_freq, kv, index, i)
     if cfg.remat != "none":
       fn = jax.checkpoint(fn, policy=_REMAT[cfg.remat], prevent_cse=not cfg.scan_layers)
     params = {k: v[...] for k, v in self.layers.items()}
-    kv_stack = None if cache is None else (cache.k, cache.v)
+    kv = None if cache is None else (cache.k, cache.v)
     if cfg.scan_layers:
-      def body(x, xs):
-        p, kv = xs
-        x, kv = fn(p, x, kv)
-        return x, kv
-      x, kv_stack = jax.lax.scan(body, x, (params, kv_stack))
+      def body(carry, xs):
+        x, kv = carry
+        p, i = xs
+        x, kv = fn(p, x, kv, i)
+        return (x, kv), None
+      (x, kv), _ = jax.lax.scan(body, (x, kv), (params, jnp.arange(cfg.n_layers)))
     else:
-      outs = []
       for i in range(cfg.n_layers):
-        kv = None if kv_stack is None else (kv_stack[0][i], kv_stack[1][i])
-        x, kv = fn({k: v[i] for k, v in params.items()}, x, kv)
-        outs.append(kv)
-      if kv_stack is not None:
-        kv_stack = (jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]))
+        x, kv = fn({k: v[i] for k, v in params.items()}, x, kv, i)
 
     x = norm(cfg, x, self.final_norm[...], self.final_norm_b[...] if cfg.norm == "layer" else None)
     new_cache = None
     if cache is not None:
-      new_cache = cache.advance(kv_stack[0], kv_stack[1], kseg, T, seg)
+      new_cache = cache.advance(kv[0], kv[1], kseg, T, seg)
     if return_hidden:
       return x, new_cache
     if cfg.tie_embeddings:
