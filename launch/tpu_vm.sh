@@ -17,9 +17,12 @@ done
 [ -n "$tpu" ] && [ -n "$zone" ] && [ $# -gt 0 ] || {
   echo "usage: tpu_vm.sh [--dry-run] --tpu NAME --zone ZONE [--project P] -- brd ARGS..." >&2; exit 2; }
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-remote="cd ~/brd_jax && PYTHON=python3 source launch/_venv.sh && pip install -q -e '.[tpu]' -c launch/constraints.txt && $(printf '%q ' "$@")"
+# Ship the committed tree only (never .venv or run dirs).
+tarball=/tmp/brd_jax_$$.tgz
+remote="mkdir -p ~/brd_jax && tar xzf ~/brd_jax.tgz -C ~/brd_jax && cd ~/brd_jax && PYTHON=python3 source launch/_venv.sh && pip install -q -e '.[tpu]' -c launch/constraints.txt && $(printf '%q ' "$@")"
 cmds=(
-  "gcloud compute tpus tpu-vm scp --recurse $repo $tpu:~/brd_jax --zone $zone --worker=all ${project:+--project $project}"
+  "git -C $repo archive --format=tar.gz -o $tarball HEAD"
+  "gcloud compute tpus tpu-vm scp $tarball $tpu:~/brd_jax.tgz --zone $zone --worker=all ${project:+--project $project}"
   "gcloud compute tpus tpu-vm ssh $tpu --zone $zone --worker=all ${project:+--project $project} --command $(printf '%q' "$remote")"
 )
 for c in "${cmds[@]}"; do

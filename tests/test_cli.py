@@ -75,3 +75,16 @@ def test_assets_list_and_unknown_asset(capsys):
   assert "smollm2-135m-instruct" in capsys.readouterr().out
   assert cli.main(["assets", "path", "nope"]) == 2
   assert "unknown asset" in capsys.readouterr().err
+
+
+def test_launch_scripts_dry_run():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  r = subprocess.run([f"{root}/launch/gpu.sh", "--dry-run", "--hosts", "h1,h2", "--", "brd",
+                      "train"], capture_output=True, text=True, check=True)
+  lines = r.stdout.strip().splitlines()
+  assert len(lines) == 2 and "BRD_PROCESS_ID=1" in lines[1] and "BRD_COORDINATOR=h1" in lines[1]
+  r = subprocess.run([f"{root}/launch/tpu_vm.sh", "--dry-run", "--tpu", "t", "--zone", "z", "--",
+                      "brd", "train"], capture_output=True, text=True, check=True)
+  assert "--worker=all" in r.stdout and "git -C" in r.stdout
+  r = subprocess.run([f"{root}/launch/tpu_vm.sh", "--dry-run"], capture_output=True, text=True)
+  assert r.returncode == 2
