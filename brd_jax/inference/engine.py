@@ -65,7 +65,8 @@ def _prefill(graphdef, state, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, 
   model = nnx.merge(graphdef, state)
   B, P = tokens_BP.shape
   cache = model.init_cache(B, P + max_new)
-  logits, cache = model(tokens_BP, segment_ids_BT=seg_BP, cache=cache)
+  hidden, cache = model(tokens_BP, segment_ids_BT=seg_BP, cache=cache, return_hidden=True)
+  logits = model.logits(hidden[:, -1:])  # the vocab projection only where it is needed
   s = sampling_
   first = sampling.sample(logits[:, -1], keys_B, 0, s.temperature, s.top_k, s.top_p)
   lp, top_lp, top_ids = _token_stats(logits[:, -1], first, top_n)

@@ -269,9 +269,13 @@ class Decoder(nnx.Module):
       new_cache = cache.advance(kv[0], kv[1], kseg, T, seg)
     if return_hidden:
       return x, new_cache
-    if cfg.tie_embeddings:
-      logits = jnp.einsum("btd,vd->btv", x, self.embed[...].astype(dt))
+    return self.logits(x), new_cache
+
+  def logits(self, x_BTD):
+    """Final hidden states -> fp32 logits (the engine calls this on the last position only)."""
+    dt = _DTYPES[self.cfg.dtype]
+    if self.cfg.tie_embeddings:
+      logits = jnp.einsum("btd,vd->btv", x_BTD, self.embed[...].astype(dt))
     else:
-      logits = jnp.einsum("btd,dv->btv", x, self.lm_head[...].astype(dt))
-    logits = sharding.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-    return logits, new_cache
+      logits = jnp.einsum("btd,dv->btv", x_BTD, self.lm_head[...].astype(dt))
+    return sharding.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
