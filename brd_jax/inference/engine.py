@@ -46,7 +46,10 @@ def bucket(n: int, minimum: int = 16) -> int:
   return b
 
 
-def _token_stats(logits_BV, tokens_B, top_n: int):
+def _token_stats(logits_BV, tokens_B, top_n: int, want: bool = True):
+  if not want:
+    z = jnp.zeros((logits_BV.shape[0],), jnp.float32)
+    return z, jnp.zeros((z.shape[0], 0), jnp.float32), jnp.zeros((z.shape[0], 0), jnp.int32)
   lp = jax.nn.log_softmax(logits_BV.astype(jnp.float32), -1)
   chosen = jnp.take_along_axis(lp, tokens_B[:, None], -1)[:, 0]
   if top_n:
@@ -58,9 +61,9 @@ def _token_stats(logits_BV, tokens_B, top_n: int):
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
-    "max_new", "sampling_", "top_n", "pad_id", "eos"))
-def _prefill(graphdef, state, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, top_n, pad_id,
-             eos):
+    "max_new", "sampling_", "top_n", "want_lp", "pad_id", "eos"))
+def _prefill(graphdef, state, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, top_n, want_lp,
+             pad_id, eos):
   COMPILES["prefill"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
   B, P = tokens_BP.shape
@@ -69,7 +72,7 @@ def _prefill(graphdef, state, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, 
   logits = model.logits(hidden[:, -1:])  # the vocab projection only where it is needed
   s = sampling_
   first = sampling.sample(logits[:, -1], keys_B, 0, s.temperature, s.top_k, s.top_p)
-  lp, top_lp, top_ids = _token_stats(logits[:, -1], first, top_n)
+  lp, top_lp, top_ids = _token_stats(logits[:, -1], first, top_n, want_lp)
   buf = dict(
       tokens=jnp.full((B, max_new), pad_id, jnp.int32).at[:, 0].set(first),
       logprobs=jnp.zeros((B, max_new), jnp.float32).at[:, 0].set(lp),
@@ -80,9 +83,9 @@ def _prefill(graphdef, state, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, 
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
-    "sampling_", "top_n", "pad_id", "eos"), donate_argnames=("cache", "buf"))
-def _decode(graphdef, state, cache, buf, done, keys_B, start, stop, *, sampling_, top_n, pad_id,
-            eos):
+    "sampling_", "top_n", "want_lp", "pad_id", "eos"), donate_argnames=("cache", "buf"))
+def _decode(graphdef, state, cache, buf, done, keys_B, start, stop, *, sampling_, top_n, want_lp,
+            pad_id, eos):
   """Steps start..stop-1 (or until every row is done); returns the updated state."""
   COMPILES["decode"] += 1
   model = nnx.merge(graphdef, state)
@@ -100,7 +103,7 @@ def _decode(graphdef, state, cache, buf, done, keys_B, start, stop, *, sampling_
     logits, cache = model(last, segment_ids_BT=jnp.ones((B, 1), jnp.int32), cache=cache)
     nxt = sampling.sample(logits[:, 0], keys_B, i, s.temperature, s.top_k, s.top_p)
     nxt = jnp.where(done, pad_id, nxt)
-    lp, top_lp, top_ids = _token_stats(logits[:, 0], nxt, top_n)
+    lp, top_lp, top_ids = _token_stats(logits[:, 0], nxt, top_n, want_lp)
     buf = dict(tokens=buf["tokens"].at[:, i].set(nxt), logprobs=buf["logprobs"].at[:, i].set(lp),
                top_lp=buf["top_lp"].at[:, i].set(top_lp),
                top_ids=buf["top_ids"].at[:, i].set(top_ids))
@@ -177,7 +180,8 @@ class Engine:
       seg[n:, -1] = 1
       keys = jnp.concatenate([keys, jnp.stack([jax.random.key(0)] * (B - n))])
     tokens, seg = self._place(tokens), self._place(seg)
-    static = dict(sampling_=sampling_, top_n=top_n, pad_id=pad_id, eos=eos)
+    static = dict(sampling_=sampling_, top_n=top_n, want_lp=bool(return_logprobs or top_n),
+                  pad_id=pad_id, eos=eos)
     ctx = sharding.use_mesh(self.mesh) if self.mesh is not None else _nullcontext()
     with ctx:
       cache, buf, done = _prefill(self._graphdef, self._state, tokens, seg, keys, max_new=new,
