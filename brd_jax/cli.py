@@ -14,7 +14,6 @@ PENDING = {  # stages whose engines are still being built, with the issue that t
     "train": ("train the student on the seqio behaviour mixture", "issue 5"),
     "eval": ("zero-shot evaluation on the paper's tasks", "issue 6"),
     "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
-    "loglik": ("log-likelihood of continuations (lm-eval requests)", "issue 6"),
     "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
 }
 
@@ -124,6 +123,32 @@ def cmd_complete(args):
   print(f"wrote {len(lines)} completions to {args.out}")
 
 
+def cmd_loglik(args):
+  import json  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  requests = _read_jsonl(args.requests, ("context", "continuation"))
+  mesh = _setup(args)
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
+  loaded = resolve.load(args.model, mesh if mesh.size > 1 else None)
+  if loaded.tokenizer is None:
+    raise UserError(f"--model {args.model} has no tokenizer")
+  scorer = Scorer(loaded.model, loaded.tokenizer, mesh if mesh.size > 1 else None,
+                  token_budget=args.token_budget)
+  t0 = time.perf_counter()
+  with tqdm(total=len(requests), unit="req") as bar:
+    def progress(n):
+      bar.update(n)
+      bar.set_postfix(req_per_s=f"{bar.n / (time.perf_counter() - t0):.1f}")
+    results = scorer.loglik([(r["context"], r["continuation"]) for r in requests], progress)
+  from brd_jax.io_utils import atomic_write_text  # pylint: disable=import-outside-toplevel
+  lines = [json.dumps({**r, "loglik": g.loglik, "n_tokens": g.n_tokens, "is_greedy": g.is_greedy},
+                      ensure_ascii=False) for r, g in zip(requests, results)]
+  atomic_write_text(args.out, "\n".join(lines) + "\n")
+  print(f"wrote {len(lines)} log-likelihoods to {args.out}")
+
+
 def cmd_bench(args):
   _setup(args)
   if args.what == "decode":
@@ -133,7 +158,7 @@ def cmd_bench(args):
     raise UserError(f"`brd bench {args.what}` is not implemented yet")
 
 
-def _read_jsonl(path):
+def _read_jsonl(path, fields=("prompt",)):
   import json  # pylint: disable=import-outside-toplevel
   records = []
   try:
@@ -141,8 +166,9 @@ def _read_jsonl(path):
       for n, line in enumerate(f, 1):
         if line.strip():
           r = json.loads(line)
-          if not isinstance(r, dict) or not isinstance(r.get("prompt"), str):
-            raise UserError(f"{path}:{n}: each line needs a string field \"prompt\"")
+          if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in fields):
+            want = ", ".join(f'"{k}"' for k in fields)
+            raise UserError(f"{path}:{n}: each line needs string field(s) {want}")
           records.append(r)
   except FileNotFoundError:
     raise UserError(f"{path}: no such file") from None
@@ -193,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--stop", action="append", help="stop string; repeatable")
   _gin_flags(p)
   p.set_defaults(func=cmd_complete)
+
+  p = sub.add_parser("loglik", help="log-likelihood of continuations (lm-eval requests)")
+  p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")
+  p.add_argument("--requests", required=True, help='JSONL lines {"context", "continuation"}')
+  p.add_argument("--out", required=True, help='JSONL: input fields + "loglik", "n_tokens", '
+                 '"is_greedy"')
+  p.add_argument("--token_budget", type=int, default=4096, help="tokens per scoring batch")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_loglik)
 
   p = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
   p.add_argument("what", choices=["decode", "train", "eval"])

@@ -88,3 +88,30 @@ def test_launch_scripts_dry_run():
   assert "--worker=all" in r.stdout and "git -C" in r.stdout
   r = subprocess.run([f"{root}/launch/tpu_vm.sh", "--dry-run"], capture_output=True, text=True)
   assert r.returncode == 2
+
+
+def test_loglik_command(tmp_path):
+  hf_tiny.llama(tmp_path / "m")
+  # The tiny model needs a tokenizer: borrow a byte-level one trained on the fly.
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(["hello world"] * 5, trainers.BpeTrainer(
+      vocab_size=128, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:100],
+      special_tokens=["<s>"]))
+  tok.save(str(tmp_path / "m" / "tokenizer.json"))
+  (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>"}))
+  reqs = tmp_path / "r.jsonl"
+  reqs.write_text('{"context": "hello", "continuation": " world", "id": 7}\n'
+                  '{"context": "", "continuation": "hello"}\n')
+  out = tmp_path / "o.jsonl"
+  assert cli.main(["loglik", "--model", str(tmp_path / "m"), "--requests", str(reqs),
+                   "--out", str(out)]) == 0
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert rows[0]["id"] == 7 and rows[0]["loglik"] < 0 and rows[0]["n_tokens"] >= 1
+  assert isinstance(rows[1]["is_greedy"], bool)
+  reqs.write_text('{"context": "hello"}\n')
+  assert cli.main(["loglik", "--model", str(tmp_path / "m"), "--requests", str(reqs),
+                   "--out", str(tmp_path / "o2.jsonl")]) == 2

@@ -1,0 +1,65 @@
+"""Log-likelihood scoring against a direct `transformers` computation."""
+import numpy as np
+import pytest
+import torch
+
+import hf_tiny
+from brd_jax.checkpoints import hf
+from brd_jax.inference.scoring import Scorer
+
+
+def _torch_loglik(model, ctx, cont):
+  ids = torch.tensor([ctx + cont])
+  with torch.no_grad():
+    logits = model(ids).logits[0, :-1].float()
+  lp = torch.log_softmax(logits, -1)
+  tgt = ids[0, 1:]
+  tail = slice(len(ctx) - 1, len(ctx) + len(cont) - 1)
+  ll = lp[tail].gather(-1, tgt[tail, None]).sum().item()
+  greedy = bool((logits[tail].argmax(-1) == tgt[tail]).all())
+  return ll, greedy
+
+
+def test_loglik_ids_match_transformers(tmp_path, mesh8):
+  ref = hf_tiny.llama(tmp_path)
+  model, _ = hf.import_dir(tmp_path)
+  rng = np.random.default_rng(0)
+  pairs = [(rng.integers(3, 128, int(rng.integers(1, 40))).tolist(),
+            rng.integers(3, 128, int(rng.integers(1, 6))).tolist()) for _ in range(37)]
+  got = Scorer(model, token_budget=256).loglik_ids(pairs)
+  for (ctx, cont), g in zip(pairs, got):
+    ll, greedy = _torch_loglik(ref, ctx, cont)
+    assert abs(g.loglik - ll) < 1e-4 and g.n_tokens == len(cont) and g.is_greedy == greedy
+  # A greedy continuation is recognised as such.
+  ctx = pairs[0][0]
+  with torch.no_grad():
+    nxt = int(ref(torch.tensor([ctx])).logits[0, -1].argmax())
+  assert Scorer(model).loglik_ids([(ctx, [nxt])])[0].is_greedy
+  # Sharded scoring equals one device.
+  model8, _ = hf.import_dir(tmp_path, mesh=mesh8)
+  got8 = Scorer(model8, mesh=mesh8, token_budget=256).loglik_ids(pairs)
+  np.testing.assert_allclose([g.loglik for g in got8], [g.loglik for g in got], atol=1e-5)
+  assert [g.is_greedy for g in got8] == [g.is_greedy for g in got]
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_smollm2_loglik_of_200_requests(smollm2_gguf):
+  import transformers
+  from brd_jax.checkpoints import resolve
+  from brd_jax.inference.scoring import encode_pair
+  loaded = resolve.load(str(smollm2_gguf))
+  theirs = transformers.AutoModelForCausalLM.from_pretrained(
+      smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32).eval()
+  words = ("the cat sat on a mat while rain fell over Paris and 42 people sang loudly in "
+           "the old hall . Question : is it true ? Answer : yes no maybe").split()
+  rng = np.random.default_rng(1)
+  reqs = [(" ".join(rng.choice(words, int(rng.integers(3, 30)))),
+           " " + " ".join(rng.choice(words, int(rng.integers(1, 4))))) for _ in range(200)]
+  got = Scorer(loaded.model, loaded.tokenizer).loglik(reqs)
+  worst = 0.0
+  for (c, k), g in zip(reqs, got):
+    ctx, cont = encode_pair(loaded.tokenizer, c, k)
+    ll, greedy = _torch_loglik(theirs, ctx, cont)
+    worst = max(worst, abs(ll - g.loglik))
+  assert worst < 2e-3, worst
