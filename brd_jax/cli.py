@@ -12,7 +12,6 @@ PENDING = {  # stages whose engines are still being built, with the issue that t
     "corpus": ("build the paragraph corpus from raw text", "the corpus stage"),
     "generate": ("run the teacher's NER / QRA reading over the corpus", "the generation stage"),
     "train": ("train the student on the seqio behaviour mixture", "issue 5"),
-    "eval": ("zero-shot evaluation on the paper's tasks", "issue 6"),
     "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
     "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
 }
@@ -149,6 +148,40 @@ def cmd_loglik(args):
   print(f"wrote {len(lines)} log-likelihoods to {args.out}")
 
 
+def cmd_eval(args):
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
+  names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+  for t in names:
+    if t not in tasks_lib.TASKS:
+      raise UserError(f"--tasks: unknown or not yet supported task {t!r} "
+                      f"(supported: {', '.join(tasks_lib.TASKS)})")
+  if args.num_fewshot:
+    raise UserError("--num_fewshot > 0 is not supported yet (zero-shot only)")
+  for t in names:  # fail on missing data before loading any model
+    tasks_lib.load(t, args.data_dir, 1)
+  mesh = _setup(args)
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from brd_jax import config  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation import harness, report  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
+  loaded = resolve.load(args.model, mesh if mesh.size > 1 else None)
+  if loaded.tokenizer is None:
+    raise UserError(f"--model {args.model} has no tokenizer")
+  scorer = Scorer(loaded.model, loaded.tokenizer, mesh if mesh.size > 1 else None,
+                  token_budget=args.token_budget)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  results = harness.evaluate(
+      scorer, loaded.fingerprint, names, out, args.data_dir, args.limit, args.log_samples,
+      lambda task, n: tqdm(total=n, desc=task, unit="req"))
+  report.write(out, args.model, results, {"fingerprint": loaded.fingerprint,
+                                          "limit": args.limit})
+  config.write_operative_config(out)
+  print((out / "results.md").read_text())
+
+
 def cmd_bench(args):
   _setup(args)
   if args.what == "decode":
@@ -219,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--stop", action="append", help="stop string; repeatable")
   _gin_flags(p)
   p.set_defaults(func=cmd_complete)
+
+  p = sub.add_parser("eval", help="zero-shot evaluation on the paper's tasks")
+  p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")
+  p.add_argument("--tasks", default="xnli,rte,cb,pawsx,boolq,sst2",
+                 help="comma-separated: xnli, rte, cb, pawsx, boolq, sst2")
+  p.add_argument("--out", required=True, help="output dir (results.json/.md/.png, cache/)")
+  p.add_argument("--data_dir", help="folder with <task>/ files (default ../shared/data/eval "
+                 "or $BRD_EVAL_DATA)")
+  p.add_argument("--limit", type=int, help="first N examples per task")
+  p.add_argument("--num_fewshot", type=int, default=0)
+  p.add_argument("--log_samples", action="store_true", help="write samples_<task>.jsonl")
+  p.add_argument("--token_budget", type=int, default=4096, help="tokens per scoring batch")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_eval)
 
   p = sub.add_parser("loglik", help="log-likelihood of continuations (lm-eval requests)")
   p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")

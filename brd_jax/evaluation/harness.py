@@ -1,0 +1,104 @@
+"""Ranks each document's candidates by log-likelihood and scores accuracy under three rules.
+
+Rules: `acc_mean_token` (mean per-token log-prob, the paper's), `acc` (sum, lm-eval's acc) and
+`acc_norm` (sum / UTF-8 bytes of the candidate, lm-eval's acc_norm). Scored requests go to an
+append-only cache keyed by (model fingerprint, request), so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from brd_jax.evaluation import tasks as tasks_lib
+
+RULES = ("acc_mean_token", "acc", "acc_norm")
+CHUNK = 256
+
+
+class Cache:
+  """JSONL lines {"k": request hash, "ll", "n", "g"}; each chunk is flushed and fsynced."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+    self.data: dict[str, tuple[float, int, bool]] = {}
+    if path.exists():
+      with open(path, encoding="utf-8") as f:
+        for line in f:
+          try:
+            r = json.loads(line)
+          except ValueError:
+            continue  # a torn last line from a killed run
+          self.data[r["k"]] = (r["ll"], r["n"], r["g"])
+
+  @staticmethod
+  def key(context: str, continuation: str) -> str:
+    return hashlib.sha1(f"{context}\x00{continuation}".encode()).hexdigest()
+
+  def add(self, items):
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    with open(self.path, "a", encoding="utf-8") as f:
+      for k, (ll, n, g) in items:
+        self.data[k] = (ll, n, g)
+        f.write(json.dumps({"k": k, "ll": ll, "n": n, "g": g}) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def _stderr(hits: np.ndarray) -> float:
+  return float(np.std(hits, ddof=1) / np.sqrt(len(hits))) if len(hits) > 1 else 0.0
+
+
+def score_docs(docs, lls, ntoks) -> dict:
+  """Accuracy and standard error under each rule; lls/ntoks are per doc lists of per-choice values."""
+  hits = {r: [] for r in RULES}
+  for doc, ll, nt in zip(docs, lls, ntoks):
+    ll, nt = np.asarray(ll), np.asarray(nt, dtype=np.float64)
+    nbytes = np.asarray([len(c[1:].encode() if c.startswith(" ") else c.encode())
+                         for c in doc.choices], np.float64)
+    hits["acc_mean_token"].append(int(np.argmax(ll / nt)) == doc.gold)
+    hits["acc"].append(int(np.argmax(ll)) == doc.gold)
+    hits["acc_norm"].append(int(np.argmax(ll / nbytes)) == doc.gold)
+  out = {"n": len(docs)}
+  for r in RULES:
+    h = np.asarray(hits[r], np.float64)
+    out[r], out[f"{r}_stderr"] = float(h.mean()), _stderr(h)
+  return out
+
+
+def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit=None,
+             log_samples: bool = False, progress_factory=None) -> dict:
+  out_dir = pathlib.Path(out_dir)
+  cache = Cache(out_dir / "cache" / f"{fingerprint}.jsonl")
+  results = {}
+  for task in task_names:
+    docs = tasks_lib.load(task, data_dir, limit)
+    t0 = time.perf_counter()
+    reqs = [(d.context, c) for d in docs for c in d.choices]
+    todo = sorted({Cache.key(*r): r for r in reqs if Cache.key(*r) not in cache.data}.items())
+    bar = progress_factory(task, len(todo)) if progress_factory else None
+    for s in range(0, len(todo), CHUNK):
+      chunk = todo[s:s + CHUNK]
+      scored = scorer.loglik([r for _, r in chunk])
+      cache.add((k, (g.loglik, g.n_tokens, g.is_greedy)) for (k, _), g in zip(chunk, scored))
+      if bar:
+        bar.update(len(chunk))
+    if bar:
+      bar.close()
+    lls, ntoks = [], []
+    for d in docs:
+      vals = [cache.data[Cache.key(d.context, c)] for c in d.choices]
+      lls.append([v[0] for v in vals])
+      ntoks.append([v[1] for v in vals])
+    results[task] = {**score_docs(docs, lls, ntoks),
+                     "seconds": round(time.perf_counter() - t0, 2), "scored_now": len(todo)}
+    if log_samples:
+      with open(out_dir / f"samples_{task}.jsonl", "w", encoding="utf-8") as f:
+        for d, ll, nt in zip(docs, lls, ntoks):
+          f.write(json.dumps({"context": d.context, "choices": d.choices, "gold": d.gold,
+                              "loglik": ll, "n_tokens": nt}, ensure_ascii=False) + "\n")
+  return results

@@ -1,0 +1,129 @@
+"""The paper's six tasks from local files, detected by content, with lm-eval's zero-shot prompts.
+
+A task yields Docs: a context, candidate continuations and the gold index. Classification tasks
+use lm-eval's "...\\nAnswer:" templates; XNLI and PAWS-X use XGLM's "premise, right? Yes/Also/No,
+hypothesis" form where the whole sentence is the candidate (empty context).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+
+from brd_jax.errors import UserError
+
+TASKS = ("xnli", "rte", "cb", "pawsx", "boolq", "sst2")
+
+
+@dataclasses.dataclass
+class Doc:
+  context: str
+  choices: list[str]       # continuations, each starting with the target delimiter
+  gold: int
+
+
+def default_data_dir() -> pathlib.Path:
+  env = os.environ.get("BRD_EVAL_DATA")
+  if env:
+    return pathlib.Path(env)
+  return pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"
+
+
+def _jsonl(path):
+  try:
+    with open(path, encoding="utf-8") as f:
+      return [json.loads(line) for line in f if line.strip()]
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserError(f"{path}: not valid JSONL ({e})") from None
+
+
+def _tsv(path):
+  with open(path, encoding="utf-8", newline="") as f:
+    return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _find(data_dir: pathlib.Path, task: str, names) -> pathlib.Path:
+  for name in names:
+    p = data_dir / task / name
+    if p.exists():
+      return p
+  raise UserError(f"task {task}: none of {', '.join(names)} under {data_dir / task} "
+                  "(point --data_dir at a folder with the official files)")
+
+
+_NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+
+def load_rte(d):
+  rows = _jsonl(_find(d, "rte", ["val.jsonl"]))
+  gold = lambda lab: 0 if lab in ("entailment", 0) else 1
+  return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']} True or False?\nAnswer:",
+              [" True", " False"], gold(r["label"])) for r in rows]
+
+
+def load_cb(d):
+  rows = _jsonl(_find(d, "cb", ["val.jsonl"]))
+  order = {"entailment": 0, "contradiction": 1, "neutral": 2}
+  return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']}. True, False, or Neither?\nAnswer:",
+              [" True", " False", " Neither"],
+              order[r["label"]] if isinstance(r["label"], str) else r["label"]) for r in rows]
+
+
+def load_boolq(d):
+  rows = _jsonl(_find(d, "boolq", ["val.jsonl"]))
+  return [Doc(f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:", [" no", " yes"],
+              int(r["label"] in (True, 1, "true", "True"))) for r in rows]
+
+
+def load_sst2(d):
+  rows = _tsv(_find(d, "sst2", ["dev.tsv"]))
+  if rows and rows[0][-1] == "label":
+    rows = rows[1:]
+  return [Doc(f"{r[0].strip()}\nQuestion: Is this sentence positive or negative?\nAnswer:",
+              [" negative", " positive"], int(r[-1])) for r in rows if r]
+
+
+def _xnli_doc(premise, hypothesis, gold):
+  return Doc("", [f" {premise}, right? {w}, {hypothesis}" for w in ("Yes", "Also", "No")], gold)
+
+
+def load_xnli(d):
+  path = _find(d, "xnli", ["xnli.test.tsv", "derived_format/test-en.hf.jsonl",
+                           "derived_format/dev-en.xtreme.tsv"])
+  if path.suffix == ".jsonl":  # HF schema: premise, hypothesis, label (0 ent, 1 neu, 2 con)
+    return [_xnli_doc(r["premise"], r["hypothesis"], int(r["label"])) for r in _jsonl(path)]
+  rows = _tsv(path)
+  if rows and "gold_label" in rows[0]:  # official: language, gold_label, ..., sentence1, sentence2
+    head = rows[0]
+    col = {n: i for i, n in enumerate(head)}
+    return [_xnli_doc(r[col["sentence1"]], r[col["sentence2"]], _NLI3[r[col["gold_label"]]])
+            for r in rows[1:] if r and r[col["language"]] == "en"]
+  return [_xnli_doc(r[0], r[1], _NLI3[r[2].strip()]) for r in rows if len(r) == 3]  # XTREME
+
+
+def load_pawsx(d):
+  path = _find(d, "pawsx", ["test_2k.tsv", "dev_2k.tsv", "derived_format/dev-en.xtreme.tsv"])
+  rows = _tsv(path)
+  if rows and rows[0][:1] == ["id"]:  # official: id, sentence1, sentence2, label
+    rows = [r[1:] for r in rows[1:]]
+  return [Doc("", [f" {s1}, right? No, {s2}", f" {s1}, right? Yes, {s2}"], int(lab))
+          for s1, s2, lab in (r for r in rows if len(r) == 3)]
+
+
+LOADERS = {"rte": load_rte, "cb": load_cb, "boolq": load_boolq, "sst2": load_sst2,
+           "xnli": load_xnli, "pawsx": load_pawsx}
+
+
+def load(task: str, data_dir=None, limit: int | None = None) -> list[Doc]:
+  if task not in LOADERS:
+    raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+  d = pathlib.Path(data_dir) if data_dir else default_data_dir()
+  try:
+    docs = LOADERS[task](d)
+  except (KeyError, IndexError, ValueError) as e:
+    raise UserError(f"task {task}: unexpected file layout under {d / task} ({e!r})") from None
+  if not docs:
+    raise UserError(f"task {task}: no examples found under {d / task}")
+  return docs[:limit] if limit else docs

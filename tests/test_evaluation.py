@@ -1,0 +1,137 @@
+"""Task loaders on the official files, scoring rules, resumable cache, and `brd eval`."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import hf_tiny
+from brd_jax import cli
+from brd_jax.errors import UserError
+from brd_jax.evaluation import harness, tasks
+from brd_jax.inference.scoring import LogLik
+
+SHARED = tasks.default_data_dir()
+needs_data = pytest.mark.skipif(not SHARED.exists(), reason=f"{SHARED} is absent")
+
+
+@needs_data
+def test_official_files_load_with_their_documented_counts():
+  counts = {"rte": 277, "cb": 56, "boolq": 3270, "sst2": 872, "xnli": 5010, "pawsx": 2000}
+  for task, n in counts.items():
+    docs = tasks.load(task)
+    assert len(docs) == n, task
+    golds = {d.gold for d in docs}
+    assert golds == set(range(len(docs[0].choices))), task
+  rte = tasks.load("rte", limit=1)[0]
+  assert rte.context.endswith("True or False?\nAnswer:") and rte.choices == [" True", " False"]
+  x = tasks.load("xnli", limit=1)[0]
+  assert x.context == "" and ", right? Also, " in x.choices[1]
+
+
+def test_layout_detection_and_errors(tmp_path):
+  (tmp_path / "xnli").mkdir()
+  (tmp_path / "xnli" / "xnli.test.tsv").write_text(
+      "language\tgold_label\tsentence1\tsentence2\n"
+      "en\tneutral\tA man sleeps.\tA man dreams.\nde\tneutral\tEin Mann.\tEin Mann.\n")
+  docs = tasks.load("xnli", tmp_path)
+  assert len(docs) == 1 and docs[0].gold == 1
+  (tmp_path / "pawsx").mkdir()
+  (tmp_path / "pawsx" / "test_2k.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n")
+  assert tasks.load("pawsx", tmp_path)[0].gold == 1
+  with pytest.raises(UserError, match="none of"):
+    tasks.load("rte", tmp_path)
+  with pytest.raises(UserError, match="unknown task"):
+    tasks.load("mnli", tmp_path)
+
+
+def test_scoring_rules_disagree_where_they_should():
+  doc = tasks.Doc("ctx", [" a", " bbbbbbbb"], gold=1)
+  # Sum prefers the short choice; per-token and per-byte prefer the long one.
+  res = harness.score_docs([doc], [[-2.0, -3.0]], [[1, 4]])
+  assert res["acc"] == 0.0 and res["acc_mean_token"] == 1.0 and res["acc_norm"] == 1.0
+
+
+class _CountingScorer:
+  """Deterministic fake log-likelihoods; can die after a number of chunks."""
+
+  def __init__(self, die_after=None):
+    self.calls, self.die_after = 0, die_after
+
+  def loglik(self, reqs):
+    if self.die_after is not None and self.calls >= self.die_after:
+      raise KeyboardInterrupt
+    self.calls += 1
+    return [LogLik(-float(len(c) % 7) - 0.1 * len(k), 1 + len(k) // 4, False) for c, k in reqs]
+
+
+@needs_data
+def test_killed_eval_resumes_from_cache_with_identical_results(tmp_path, monkeypatch):
+  monkeypatch.setattr(harness, "CHUNK", 64)
+  full = harness.evaluate(_CountingScorer(), "fp", ["sst2"], tmp_path / "a", limit=300)
+  with pytest.raises(KeyboardInterrupt):
+    harness.evaluate(_CountingScorer(die_after=3), "fp", ["sst2"], tmp_path / "b", limit=300)
+  resumed_scorer = _CountingScorer()
+  again = harness.evaluate(resumed_scorer, "fp", ["sst2"], tmp_path / "b", limit=300)
+  assert again["sst2"]["scored_now"] == 600 - 3 * 64
+  for k in ("acc", "acc_norm", "acc_mean_token", "n"):
+    assert again["sst2"][k] == full["sst2"][k]
+
+
+def _write_tiny_data(d: pathlib.Path):
+  (d / "rte").mkdir(parents=True)
+  rows = [{"premise": f"The sky is blue {i}.", "hypothesis": "The sky has a colour.",
+           "label": ["entailment", "not_entailment"][i % 2], "idx": i} for i in range(6)]
+  (d / "rte" / "val.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  (d / "sst2").mkdir()
+  (d / "sst2" / "dev.tsv").write_text("sentence\tlabel\n" + "".join(
+      f"a {'good' if i % 2 else 'bad'} film {i}\t{i % 2}\n" for i in range(5)))
+
+
+def test_brd_eval_end_to_end_matches_direct_torch_ranking(tmp_path, capsys):
+  import torch
+  ref = hf_tiny.gpt2(tmp_path / "m")
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  t = tokenizers.Tokenizer(models.BPE())
+  t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  t.decoder = decoders.ByteLevel()
+  t.train_from_iterator(["the sky is blue"], trainers.BpeTrainer(
+      vocab_size=128, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:127],
+      special_tokens=["<|endoftext|>"]))
+  t.save(str(tmp_path / "m" / "tokenizer.json"))
+  (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+  _write_tiny_data(tmp_path / "data")
+  out = tmp_path / "out"
+  rc = cli.main(["eval", "--model", str(tmp_path / "m"), "--tasks", "rte,sst2", "--out", str(out),
+                 "--data_dir", str(tmp_path / "data"), "--log_samples"])
+  assert rc == 0, capsys.readouterr().err
+  res = json.loads((out / "results.json").read_text())["tasks"]
+  assert (out / "results.md").exists() and (out / "results.png").stat().st_size > 1000
+  # Independent check: rank each RTE doc's choices with torch, lm-eval tokenisation.
+  from brd_jax.inference.scoring import encode_pair
+  from brd_jax import tokenizer as tokmod
+  btok = tokmod.from_dir(tmp_path / "m")
+  hits = []
+  for d in tasks.load("rte", tmp_path / "data"):
+    scores = []
+    for c in d.choices:
+      ctx, cont = encode_pair(btok, d.context, c)
+      ids = torch.tensor([ctx + cont])
+      with torch.no_grad():
+        lp = torch.log_softmax(ref(ids).logits[0, :-1], -1)
+      tail = range(len(ctx) - 1, len(ctx) + len(cont) - 1)
+      scores.append(sum(lp[i, ids[0, i + 1]].item() for i in tail) / len(cont))
+    hits.append(int(np.argmax(scores)) == d.gold)
+  assert res["rte"]["acc_mean_token"] == pytest.approx(np.mean(hits))
+  samples = [json.loads(x) for x in (out / "samples_rte.jsonl").read_text().splitlines()]
+  assert len(samples) == 6 and len(samples[0]["loglik"]) == 2
+  # A second run is served from the cache.
+  assert cli.main(["eval", "--model", str(tmp_path / "m"), "--tasks", "rte", "--out", str(out),
+                   "--data_dir", str(tmp_path / "data")]) == 0
+  assert json.loads((out / "results.json").read_text())["tasks"]["rte"]["scored_now"] == 0
+
+
+def test_eval_rejects_unknown_task_before_loading(tmp_path, capsys):
+  assert cli.main(["eval", "--model", "nope", "--tasks", "rte,mnli", "--out", str(tmp_path)]) == 2
+  assert "mnli" in capsys.readouterr().err
