@@ -127,3 +127,33 @@ def test_batch_invariance_and_8_device_mesh(ours, smollm2_gguf, engine_prompts, 
   got = Engine(sharded.model, sharded.tokenizer, mesh=mesh8).generate(
       engine_prompts, 16, Sampling(), eos_ids=())
   assert [g.tokens for g in got] == [g.tokens for g in in_batch[:16]]
+
+
+@pytest.mark.skipif(not __import__("brd_jax.evaluation.tasks", fromlist=["x"]).default_data_dir()
+                    .exists(), reason="../shared/data/eval is absent")
+def test_eval_accuracy_equals_independent_torch_ranking(ours, theirs, tmp_path):
+  """RTE, CB, SST-2 (first 40 each here; the closing notes give full-set figures)."""
+  from brd_jax.evaluation import harness, tasks
+  from brd_jax.inference.scoring import Scorer, encode_pair
+  model, _ = theirs
+  limit = 40
+  res = harness.evaluate(Scorer(ours.model, ours.tokenizer), ours.fingerprint,
+                         ["rte", "cb", "sst2"], tmp_path, limit=limit)
+  for task in ("rte", "cb", "sst2"):
+    docs = tasks.load(task, limit=limit)
+    lls, ntoks = [], []
+    for d in docs:
+      row_ll, row_n = [], []
+      for c in d.choices:
+        ctx, cont = encode_pair(ours.tokenizer, d.context, c)
+        ids = torch.tensor([ctx + cont])
+        with torch.no_grad():
+          lp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        row_ll.append(sum(lp[i, ids[0, i + 1]].item()
+                          for i in range(len(ctx) - 1, len(ctx) + len(cont) - 1)))
+        row_n.append(len(cont))
+      lls.append(row_ll)
+      ntoks.append(row_n)
+    ref = harness.score_docs(docs, lls, ntoks)
+    for rule in harness.RULES:
+      assert res[task][rule] == ref[rule], (task, rule)

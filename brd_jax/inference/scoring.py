@@ -2,8 +2,9 @@
 
 Tokenisation follows lm-eval: context and continuation are encoded together and split at the
 context's token count; trailing context spaces move to the continuation; an empty context is
-replaced by the prefix token (BOS, else EOS). Requests are sorted by length, bucketed to powers
-of two and scored in jitted batches under a token budget (optionally sharded over the mesh).
+replaced by the prefix token (BOS, else EOS). Requests are sorted by length, bucketed (powers
+of two and their midpoints) and scored in jitted batches under a token budget (optionally
+sharded over the mesh); the vocabulary projection runs only at the scored positions.
 """
 from __future__ import annotations
 
@@ -39,15 +40,32 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
   return ctx, whole[len(ctx):]
 
 
+def length_bucket(n: int) -> int:
+  """16, 24, 32, 48, 64, 96, ...: powers of two and their midpoints (less padding, few shapes)."""
+  b = 16
+  while True:
+    if n <= b:
+      return b
+    if n <= b * 3 // 2:
+      return b * 3 // 2
+    b *= 2
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
-def _score(graphdef, state, tokens_BT, targets_BT, seg_BT, score_BT):
+def _score(graphdef, state, tokens_BT, seg_BT, pos_BC, targets_BC, valid_BC):
+  """Sum of log p(target) over the C scored positions of each row, and whether all are argmax.
+
+  The vocabulary projection runs only at scored positions (usually a handful per row).
+  """
   COMPILES["score"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
-  logits, _ = model(tokens_BT, segment_ids_BT=seg_BT)
+  hidden, _ = model(tokens_BT, segment_ids_BT=seg_BT, return_hidden=True)
+  hidden = jnp.take_along_axis(hidden, pos_BC[..., None], axis=1)
+  logits = model.logits(hidden)
   lse = jax.nn.logsumexp(logits, -1)
-  tgt = jnp.take_along_axis(logits, targets_BT[..., None], -1)[..., 0]
-  lp = jnp.where(score_BT, tgt - lse, 0.0)
-  greedy = jnp.where(score_BT, jnp.argmax(logits, -1) == targets_BT, True)
+  tgt = jnp.take_along_axis(logits, targets_BC[..., None], -1)[..., 0]
+  lp = jnp.where(valid_BC, tgt - lse, 0.0)
+  greedy = jnp.where(valid_BC, jnp.argmax(logits, -1) == targets_BC, True)
   return lp.sum(-1), jnp.all(greedy, -1)
 
 
@@ -93,24 +111,28 @@ class Scorer:
     out: list[LogLik | None] = [None] * len(rows)
     i = 0
     while i < len(order):
-      T = bucket(len(rows[order[i]][0]), 16)
+      T = length_bucket(len(rows[order[i]][0]))
       B = max(self._rows, self.token_budget // T // self._rows * self._rows)
       idx = order[i:i + B]
       batch = max(self._rows, 1)
       while batch < len(idx):
         batch *= 2
       batch = min(batch, B)
+      C = bucket(max(rows[j][2] for j in idx), 4)
       tokens = np.zeros((batch, T), np.int32)
-      targets = np.zeros((batch, T), np.int32)
       seg = np.zeros((batch, T), np.int32)
-      score = np.zeros((batch, T), bool)
+      pos = np.zeros((batch, C), np.int32)
+      targets = np.zeros((batch, C), np.int32)
+      valid = np.zeros((batch, C), bool)
       for r, j in enumerate(idx):
         inp, tgt, n = rows[j]
-        tokens[r, :len(inp)], targets[r, :len(tgt)], seg[r, :len(inp)] = inp, tgt, 1
-        score[r, len(inp) - n:len(inp)] = True
+        tokens[r, :len(inp)], seg[r, :len(inp)] = inp, 1
+        pos[r, :n] = np.arange(len(inp) - n, len(inp))
+        targets[r, :n] = tgt[len(inp) - n:]
+        valid[r, :n] = True
       seg[len(idx):, 0] = 1
-      lp, greedy = _score(self._graphdef, self._state, *map(self._place, (tokens, targets, seg,
-                                                                           score)))
+      lp, greedy = _score(self._graphdef, self._state,
+                          *map(self._place, (tokens, seg, pos, targets, valid)))
       lp, greedy = np.asarray(lp), np.asarray(greedy)
       for r, j in enumerate(idx):
         out[j] = LogLik(float(lp[r]), rows[j][2], bool(greedy[r]))
