@@ -122,19 +122,24 @@ def cmd_complete(args):
   print(f"wrote {len(lines)} completions to {args.out}")
 
 
+def _scorer(args, mesh):
+  """Loads --model (sharded when the mesh has several devices) and a Scorer over it."""
+  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
+  mesh = mesh if mesh.size > 1 else None
+  loaded = resolve.load(args.model, mesh)
+  if loaded.tokenizer is None:
+    raise UserError(f"--model {args.model} has no tokenizer")
+  return loaded, Scorer(loaded.model, loaded.tokenizer, mesh, token_budget=args.token_budget)
+
+
 def cmd_loglik(args):
   import json  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel
   requests = _read_jsonl(args.requests, ("context", "continuation"))
   mesh = _setup(args)
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
-  loaded = resolve.load(args.model, mesh if mesh.size > 1 else None)
-  if loaded.tokenizer is None:
-    raise UserError(f"--model {args.model} has no tokenizer")
-  scorer = Scorer(loaded.model, loaded.tokenizer, mesh if mesh.size > 1 else None,
-                  token_budget=args.token_budget)
+  loaded, scorer = _scorer(args, mesh)
   t0 = time.perf_counter()
   with tqdm(total=len(requests), unit="req") as bar:
     def progress(n):
@@ -163,14 +168,8 @@ def cmd_eval(args):
   mesh = _setup(args)
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   from brd_jax import config  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
   from brd_jax.evaluation import harness, report  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
-  loaded = resolve.load(args.model, mesh if mesh.size > 1 else None)
-  if loaded.tokenizer is None:
-    raise UserError(f"--model {args.model} has no tokenizer")
-  scorer = Scorer(loaded.model, loaded.tokenizer, mesh if mesh.size > 1 else None,
-                  token_budget=args.token_budget)
+  loaded, scorer = _scorer(args, mesh)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   results = harness.evaluate(

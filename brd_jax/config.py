@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 
 import gin
 
@@ -60,14 +59,6 @@ def _one_line(e: Exception) -> str:
   return msg[0] if msg else type(e).__name__
 
 
-def binding_value(name: str, default=None):
-  """Returns a bound value like 'mesh.fsdp', or default when unbound."""
-  try:
-    return gin.query_parameter(name)
-  except ValueError:
-    return default
-
-
 def write_operative_config(workdir: str | os.PathLike) -> pathlib.Path:
   """Writes the resolved config (all bindings the run used) atomically to WORKDIR/config.gin."""
   out = pathlib.Path(workdir) / "config.gin"
@@ -76,11 +67,3 @@ def write_operative_config(workdir: str | os.PathLike) -> pathlib.Path:
   from brd_jax.io_utils import atomic_write_text  # pylint: disable=import-outside-toplevel
   atomic_write_text(out, text)
   return out
-
-
-_BINDING_RE = re.compile(r"^\s*([\w.]+)\s*=")
-
-
-def bound_names(bindings) -> list[str]:
-  """The parameter names a list of `--gin` bindings sets (for error messages)."""
-  return [m.group(1) for b in bindings or () if (m := _BINDING_RE.match(b))]

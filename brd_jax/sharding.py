@@ -108,6 +108,15 @@ def named_sharding(mesh: Mesh, names: Sequence[str | None], rules=DEFAULT_RULES,
   return NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape))
 
 
+def batch_multiple(mesh: Mesh | None) -> int:
+  """How many devices the batch dimension is split over (batch sizes must be a multiple)."""
+  if mesh is None:
+    return 1
+  spec = logical_to_spec(("batch",), mesh=mesh)[0]
+  axes = (spec,) if isinstance(spec, str) else (spec or ())
+  return math.prod(mesh.shape[a] for a in axes)
+
+
 def check_divisible(shape: Sequence[int], spec: P, mesh: Mesh, what: str) -> None:
   """Raises UserError if a dimension does not split evenly over its mesh axes."""
   for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from brd_jax import models, sharding
+from brd_jax import models
 from brd_jax.inference import engine, sampling
 from brd_jax.inference.engine import Engine, Sampling
 

@@ -121,11 +121,7 @@ class Engine:
     self.model, self.tokenizer, self.mesh = model, tokenizer, mesh
     self.max_batch, self.min_prompt_bucket, self.chunk = max_batch, min_prompt_bucket, chunk
     self._graphdef, self._state = nnx.split(model)
-    self._row_multiple = 1
-    if mesh is not None:
-      spec = sharding.logical_to_spec(("batch",), mesh=mesh)[0]
-      axes = (spec,) if isinstance(spec, str) else (spec or ())
-      self._row_multiple = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    self._row_multiple = sharding.batch_multiple(mesh)
 
   def _batch_bucket(self, n: int) -> int:
     b = max(self._row_multiple, 1)

@@ -78,11 +78,7 @@ class Scorer:
     self.max_len = max_len or model.cfg.max_len
     self.token_budget = token_budget
     self._graphdef, self._state = nnx.split(model)
-    self._rows = 1
-    if mesh is not None:
-      spec = sharding.logical_to_spec(("batch",), mesh=mesh)[0]
-      axes = (spec,) if isinstance(spec, str) else (spec or ())
-      self._rows = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    self._rows = sharding.batch_multiple(mesh)
 
   def prefix_id(self) -> int:
     tok = self.tokenizer

@@ -145,15 +145,5 @@ def named_config(name: str) -> ModelConfig:
   return ModelConfig.from_dict(values)
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-  """Training FLOPs per token: 6 * matmul params + attention (for MFU)."""
-  n = cfg.num_params() - (cfg.max_len * cfg.d_model if cfg.pos == "learned" else 0)
-  if cfg.tie_embeddings:
-    n += cfg.vocab_size * cfg.d_model  # the tied matrix is still used twice
-  n -= cfg.vocab_size * cfg.d_model  # the input lookup is not a matmul
-  attn = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
-  return 6 * n + attn
-
-
 def sqrt_d(cfg: ModelConfig) -> float:
   return math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
