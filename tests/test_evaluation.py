@@ -135,3 +135,39 @@ def test_brd_eval_end_to_end_matches_direct_torch_ranking(tmp_path, capsys):
 def test_eval_rejects_unknown_task_before_loading(tmp_path, capsys):
   assert cli.main(["eval", "--model", "nope", "--tasks", "rte,mnli", "--out", str(tmp_path)]) == 2
   assert "mnli" in capsys.readouterr().err
+
+
+def test_bigbench_json_formatting(tmp_path):
+  task = {"task_prefix": "Answer the riddle.", "examples": [
+      {"input": "What has keys but no locks?", "target_scores": {"a door": 0, "a piano": 1}},
+      {"input": "No choices here", "target": "x"}]}
+  (tmp_path / "task.json").write_text(json.dumps(task))
+  docs = tasks.load(f"bigbench:{tmp_path / 'task.json'}")
+  assert len(docs) == 1
+  order = np.random.RandomState(seed=42).permutation(["a door", "a piano"])
+  assert docs[0].context == ("Answer the riddle.\nQ: What has keys but no locks?"
+                             f"\n  choice: {order[0]}\n  choice: {order[1]}\nA: ")
+  assert docs[0].choices == ["a door", "a piano"] and docs[0].gold == 1
+  task["append_choices_to_input"] = False
+  task["example_output_prefix"] = "\nAnswer: "
+  (tmp_path / "task.json").write_text(json.dumps(task))
+  assert tasks.load(f"bigbench:{tmp_path / 'task.json'}")[0].context.endswith(
+      "locks?\nAnswer: ")
+  assert tasks.is_known("bigbench:navigate") and not tasks.is_known("bigbench:")
+
+
+@pytest.mark.slow
+def test_bigbench_asset_tasks_load():
+  from brd_jax import assets
+  try:
+    assets.fetch("bigbench-tasks", quiet=True)
+  except UserError as e:
+    if "could not download" in str(e):
+      pytest.skip(f"package registry unreachable: {e}")
+    raise
+  for name, n in {"navigate": 1000, "emoji_movie": 100, "causal_judgment": 190}.items():
+    docs = tasks.load(f"bigbench:{name}")
+    assert len(docs) == n
+    assert all(d.context.endswith("\nA: ") for d in docs)
+  with pytest.raises(UserError, match="not found"):
+    tasks.load("bigbench:no_such_task")

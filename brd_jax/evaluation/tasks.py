@@ -112,13 +112,60 @@ def load_pawsx(d):
           for s1, s2, lab in (r for r in rows if len(r) == 3)]
 
 
+def load_bigbench(spec: str) -> list[Doc]:
+  """A BIG-bench JSON task with target_scores, formatted with BIG-bench's own conventions.
+
+  spec: a task name from the `bigbench-tasks` asset (e.g. `navigate`, `conceptual_combinations/
+  contradictions`) or a path to a task.json. Prompt = task_prefix + "\nQ: " + input [+ the
+  choices, each after "\n  choice: ", in BIG-bench's seed-42 order] + "\nA: ".
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(spec)
+  if not (path.suffix == ".json" and path.exists()):
+    from brd_jax import assets  # pylint: disable=import-outside-toplevel
+    path = assets.fetch("bigbench-tasks") / spec / "task.json"
+    if not path.exists():
+      raise UserError(f"BIG-bench task {spec!r} not found in the bigbench-tasks asset")
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserError(f"{path}: invalid JSON ({e})") from None
+  prefix = str(data.get("task_prefix", ""))
+  q, a = data.get("example_input_prefix", "\nQ: "), data.get("example_output_prefix", "\nA: ")
+  cp = data.get("choice_prefix", "\n  choice: ")
+  append = data.get("append_choices_to_input", True)
+  docs = []
+  for ex in data.get("examples", []):
+    scores = ex.get("target_scores")
+    if not scores:
+      continue
+    text = ex["input"]
+    if append:
+      order = np.random.RandomState(seed=42).permutation(sorted(scores))
+      text = text + cp + cp.join(order)
+    best = max(scores.values())
+    choices = list(scores)
+    docs.append(Doc(prefix + q + text + a, choices,
+                    next(i for i, c in enumerate(choices) if scores[c] == best)))
+  if not docs:
+    raise UserError(f"{path}: no examples with target_scores (only multiple-choice tasks)")
+  return docs
+
+
 LOADERS = {"rte": load_rte, "cb": load_cb, "boolq": load_boolq, "sst2": load_sst2,
            "xnli": load_xnli, "pawsx": load_pawsx}
 
 
+def is_known(task: str) -> bool:
+  return task in LOADERS or (task.startswith("bigbench:") and len(task) > len("bigbench:"))
+
+
 def load(task: str, data_dir=None, limit: int | None = None) -> list[Doc]:
+  if task.startswith("bigbench:"):
+    docs = load_bigbench(task[len("bigbench:"):])
+    return docs[:limit] if limit else docs
   if task not in LOADERS:
-    raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}, bigbench:NAME")
   d = pathlib.Path(data_dir) if data_dir else default_data_dir()
   try:
     docs = LOADERS[task](d)
