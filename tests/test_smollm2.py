@@ -53,7 +53,7 @@ def test_last_position_logits_match_transformers(ours, theirs):
 def test_greedy_continues_with_paris(ours, theirs):
   tok = ours.tokenizer
   ids = tok.encode("The capital of France is")
-  out = generate(ours.model, [ids], 8, eos_ids=[tok.eos_id], pad_id=tok.pad_id)[0]
+  out = generate(ours.model, [ids], 8, eos_ids=[tok.eos_id], tokenizer=tok)[0]
   assert tok.decode(out).startswith(" Paris")
   model, _ = theirs
   with torch.no_grad():

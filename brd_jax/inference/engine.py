@@ -247,9 +247,8 @@ class _nullcontext:
 
 
 def generate(model, prompts, max_new_tokens=32, eos_ids=(), temperature=0.0, top_k=0, top_p=1.0,
-             seed=0, pad_id=None, tokenizer=None):
+             seed=0, tokenizer=None):
   """Convenience wrapper: token ids per prompt (end token excluded)."""
-  del pad_id  # taken from the tokenizer / model config
   eng = Engine(model, tokenizer)
   gens = eng.generate(prompts, max_new_tokens, Sampling(temperature, top_k, top_p), seed=seed,
                       eos_ids=eos_ids)
