@@ -63,3 +63,16 @@ def hf_logits(model, ids, mask, pos):
   with torch.no_grad():
     return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                  position_ids=torch.tensor(pos)).logits.float().numpy()
+
+
+def masked_max_diff(a, b, mask):
+  """max |a - b| over the real (non-padding) positions."""
+  return float(np.abs(np.asarray(a) - np.asarray(b))[np.asarray(mask).astype(bool)].max())
+
+
+def jax_vs_torch_diff(model, torch_model):
+  """Masked max |logit difference| of a Flax model and a torch model on the standard batch."""
+  import jax.numpy as jnp
+  ids, mask, pos = left_padded_batch()
+  got, _ = model(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
+  return masked_max_diff(got, hf_logits(torch_model, ids, mask, pos), mask)

@@ -20,10 +20,6 @@ FAMILIES = {
 }
 
 
-def _masked_max_diff(a, b, mask):
-  return float(np.abs(np.asarray(a) - np.asarray(b))[mask.astype(bool)].max())
-
-
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request, tmp_path_factory):
   path = tmp_path_factory.mktemp(request.param)
@@ -33,11 +29,8 @@ def family(request, tmp_path_factory):
 
 def test_left_padded_logits_match_transformers(family):
   name, path, ref = family
-  model, cfg = hf.import_dir(path)
-  ids, mask, pos = hf_tiny.left_padded_batch()
-  expected = hf_tiny.hf_logits(ref, ids, mask, pos)
-  got, _ = model(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
-  diff = _masked_max_diff(got, expected, mask)
+  model, _ = hf.import_dir(path)
+  diff = hf_tiny.jax_vs_torch_diff(model, ref)
   assert diff < 1e-4, f"{name}: max |logit diff| {diff}"
 
 
@@ -52,7 +45,7 @@ def test_sharded_8_devices_equal_one_device(family, mesh8):
   with sharding.use_mesh(mesh8):
     tokens = jax.device_put(jnp.asarray(ids), sharding.named_sharding(mesh8, ("batch", "length")))
     got, _ = jax.jit(lambda m, t, s: m(t, segment_ids_BT=s))(model8, tokens, jnp.asarray(mask))
-  assert _masked_max_diff(got, expected, mask) < 1e-5
+  assert hf_tiny.masked_max_diff(got, expected, mask) < 1e-5
 
 
 def test_kv_cache_prefill_then_steps_equals_full_forward(family):
@@ -68,7 +61,7 @@ def test_kv_cache_prefill_then_steps_equals_full_forward(family):
                       cache=cache)
     steps.append(lg)
   got = jnp.concatenate(steps, 1)
-  assert _masked_max_diff(got, full, mask) < 1e-5
+  assert hf_tiny.masked_max_diff(got, full, mask) < 1e-5
 
 
 def test_packed_segments_equal_separate_forwards(family):
@@ -110,7 +103,7 @@ def test_bf16_compute_stays_close_to_fp32(tmp_path):
   b, _ = bf16(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
   assert b.dtype == jnp.float32  # logits are always returned in fp32
   assert bf16.layers["wq"][...].dtype == jnp.float32  # master weights stay fp32
-  diff = _masked_max_diff(a, b, mask)
+  diff = hf_tiny.masked_max_diff(a, b, mask)
   assert 0 < diff < 0.05
 
 
