@@ -11,7 +11,6 @@ from brd_jax.errors import UserError
 PENDING = {  # stages whose engines are still being built, with the issue that tracks each
     "corpus": ("build the paragraph corpus from raw text", "the corpus stage"),
     "generate": ("run the teacher's NER / QRA reading over the corpus", "the generation stage"),
-    "train": ("train the student on the seqio behaviour mixture", "issue 5"),
     "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
     "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
 }
@@ -181,11 +180,30 @@ def cmd_eval(args):
   print((out / "results.md").read_text())
 
 
+def cmd_train(args):
+  import json  # pylint: disable=import-outside-toplevel
+  mesh = _setup(args)
+  from brd_jax import config  # pylint: disable=import-outside-toplevel
+  from brd_jax.training import loop  # pylint: disable=import-outside-toplevel
+  summary = loop.train(args.workdir, mesh, progress=not args.no_progress)
+  config.write_operative_config(args.workdir)
+  print(json.dumps(summary))
+
+
+def cmd_plot(args):
+  from brd_jax.training import metrics  # pylint: disable=import-outside-toplevel
+  print(metrics.plot(args.workdir, args.out))
+
+
 def cmd_bench(args):
   _setup(args)
   if args.what == "decode":
     from brd_jax.benchmarks import decode  # pylint: disable=import-outside-toplevel
-    decode.run(args.model, batch=args.batch, repeats=args.repeats, json_path=args.json)
+    decode.run(args.model, batch=args.batch or 32, repeats=args.repeats, json_path=args.json)
+  elif args.what == "train":
+    from brd_jax.benchmarks import train  # pylint: disable=import-outside-toplevel
+    train.run(args.model, batch=args.batch, seq_len=args.seq_len, steps=args.steps,
+              json_path=args.json)
   else:
     raise UserError(f"`brd bench {args.what}` is not implemented yet")
 
@@ -280,10 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("what", choices=["decode", "train", "eval"])
   p.add_argument("--json", help="write the result as JSON here")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
-  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--batch", type=int, help="decode: 32, train: 8")
   p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--seq_len", type=int, default=128, help="train: sequence length")
+  p.add_argument("--steps", type=int, default=3, help="train: timed steps per side")
   _gin_flags(p)
   p.set_defaults(func=cmd_bench)
+
+  p = sub.add_parser("train", help="train the student on the seqio behaviour mixture")
+  p.add_argument("--workdir", required=True, help="checkpoints/, metrics.jsonl, tensorboard/, "
+                 "loss.png; an existing workdir resumes")
+  p.add_argument("--no_progress", action="store_true", help="no progress bar")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_train)
+
+  p = sub.add_parser("plot", help="loss / lr / throughput curves of a training workdir")
+  p.add_argument("workdir")
+  p.add_argument("--out", help="PNG path (default WORKDIR/loss.png)")
+  p.set_defaults(func=cmd_plot)
 
   for name, (help_text, what) in PENDING.items():
     p = sub.add_parser(name, help=f"{help_text} (not implemented yet)")

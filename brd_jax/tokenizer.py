@@ -201,3 +201,21 @@ def from_gguf_metadata(meta: dict) -> Tokenizer:
                    unk_token=name("tokenizer.ggml.unknown_token_id"),
                    chat_template=meta.get("tokenizer.chat_template"),
                    add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
+
+
+def byte_level() -> Tokenizer:
+  """A merge-free byte-level tokenizer for tiny from-scratch students and tests.
+
+  258 ids: 0 `<pad>` (seqio's padding id), 1 `<|endoftext|>` (BOS and EOS), then the 256 bytes.
+  """
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
+  vocab = {"<pad>": 0, "<|endoftext|>": 1}
+  for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+    vocab[ch] = len(vocab)
+  tok = tokenizers.Tokenizer(models.BPE(vocab, [], fuse_unk=False))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                          for t in ("<pad>", "<|endoftext|>")])
+  return Tokenizer(tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<pad>")

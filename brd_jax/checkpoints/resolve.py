@@ -69,11 +69,36 @@ def load(spec: str, mesh=None, overrides: dict | None = None) -> Loaded:
     model, cfg = hf.import_dir(p, mesh, overrides)
     tok = tokenizer.from_dir(p) if _has_tokenizer(p) else None
   elif k == "orbax":
-    raise UserError(f"--model {spec}: Orbax training checkpoints are read by the trainer "
-                    "(not available yet)")
+    from brd_jax.checkpoints import orbax  # pylint: disable=import-outside-toplevel
+    model, cfg, tok, step = orbax.load_model(p, mesh, overrides)
+    return Loaded(model, cfg, tok, _orbax_fingerprint(p, cfg, step), f"{p}@{step}")
   else:
     raise UserError(f"--model {spec}: not a .gguf file or an HF model directory (config.json)")
   return Loaded(model, cfg, tok, fingerprint(p, cfg), str(p))
+
+
+def _orbax_fingerprint(p: pathlib.Path, cfg: ModelConfig, step: int) -> str:
+  h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+  h.update(f"{p.resolve()}@{step}".encode())
+  return h.hexdigest()[:16]
+
+
+def load_tokenizer(spec: str):
+  """Only the tokenizer of a --model spec; 'bytes' is the built-in byte-level tokenizer."""
+  from brd_jax import tokenizer  # pylint: disable=import-outside-toplevel
+  if spec == "bytes":
+    return tokenizer.byte_level()
+  p = local_path(spec)
+  k = kind(p)
+  if k == "gguf":
+    from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
+    return gguf.GGUFFile(p).tokenizer()
+  if k == "orbax":
+    p = p.parent if p.name == "checkpoints" else p
+    p = p / "tokenizer"
+  if p.is_dir() and _has_tokenizer(p):
+    return tokenizer.from_dir(p)
+  raise UserError(f"tokenizer {spec}: not 'bytes', a .gguf file or a directory with a tokenizer")
 
 
 def _has_tokenizer(p: pathlib.Path) -> bool:

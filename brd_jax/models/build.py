@@ -105,3 +105,31 @@ def map_params(model: Decoder, fn: Callable[[Path, jax.Array], jax.Array]) -> De
   for path, var in nnx.to_flat_state(state):
     var.set_value(fn(path, var.get_value()))
   return nnx.merge(graphdef, state)
+
+
+def functional(model: Decoder):
+  """(pure params dict, bind) where bind(params) rebuilds the Decoder; usable inside jit.
+
+  Training code keeps parameters as a plain nested dict (what optax and Orbax see) and binds
+  them to a fresh module per trace.
+  """
+  graphdef, state = nnx.split(model)
+  params = nnx.to_pure_dict(state)
+
+  def bind(p) -> Decoder:
+    st = jax.tree.map(lambda x: x, state)  # a fresh State per trace: never mutate the template
+    nnx.replace_by_pure_dict(st, p)
+    return nnx.merge(graphdef, st)
+
+  return params, bind
+
+
+def pure_shardings(cfg: ModelConfig, mesh: Mesh) -> dict:
+  """param_shardings as the nested dict layout of `functional`'s params."""
+  out: dict = {}
+  for path, s in param_shardings(cfg, mesh).items():
+    node = out
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = s
+  return out

@@ -1,0 +1,107 @@
+"""Orbax training checkpoints: params, optimizer state, data position and metadata per step.
+
+Layout: WORKDIR/checkpoints/<step>/{params,opt,data,meta} plus WORKDIR/tokenizer/. Parameters
+are their own item so `brd convert` and `--model WORKDIR` restore them without knowing the
+optimizer. Restoring takes target shardings, so a run may resume on a different mesh shape.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+
+from brd_jax.errors import UserError
+
+
+def _ocp():
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  return ocp
+
+
+def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+  """Accepts WORKDIR or WORKDIR/checkpoints."""
+  p = pathlib.Path(workdir)
+  return p if p.name == "checkpoints" and not (p / "checkpoints").is_dir() else p / "checkpoints"
+
+
+class Checkpoints:
+  """A CheckpointManager with the project's items; async saves, keep-last-K."""
+
+  def __init__(self, workdir, every: int = 1000, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    ocp = _ocp()
+    self.dir = checkpoint_dir(workdir).absolute()
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=every, max_to_keep=keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save)
+    self.mngr = ocp.CheckpointManager(self.dir, options=options,
+                                      item_names=("params", "opt", "data", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self.mngr.latest_step()
+
+  def save(self, step: int, state: dict, data: dict, meta: dict, force: bool = False) -> bool:
+    ocp = _ocp()
+    args = ocp.args.Composite(
+        params=ocp.args.StandardSave(state["params"]),
+        opt=ocp.args.StandardSave({"step": state["step"], "opt": state["opt"]}),
+        data=ocp.args.JsonSave(data), meta=ocp.args.JsonSave(meta))
+    return self.mngr.save(step, args=args, force=force)
+
+  def restore(self, step: int, abstract_state: dict) -> tuple[dict, dict]:
+    """abstract_state: ShapeDtypeStructs with the target shardings. Returns (state, data)."""
+    ocp = _ocp()
+    r = self.mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_state["params"]),
+        opt=ocp.args.StandardRestore({"step": abstract_state["step"],
+                                      "opt": abstract_state["opt"]}),
+        data=ocp.args.JsonRestore()))
+    return {"step": r.opt["step"], "params": r.params, "opt": r.opt["opt"]}, dict(r.data)
+
+  def restore_params(self, step: int, abstract_params) -> dict:
+    ocp = _ocp()
+    r = self.mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))
+    return r.params
+
+  def meta(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    path = self.dir / str(step) / "meta" / "metadata"
+    if not path.exists():
+      raise UserError(f"{self.dir}: checkpoint step {step} has no metadata")
+    return json.loads(path.read_text())
+
+  def wait(self) -> None:
+    self.mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self.mngr.close()
+
+
+def abstract(tree, shardings):
+  """ShapeDtypeStructs carrying the target shardings (what Orbax restores into)."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)
+
+
+def load_model(workdir, mesh=None, overrides: dict | None = None, step: int | None = None):
+  """A trained student as (Decoder, ModelConfig, Tokenizer | None, step)."""
+  from brd_jax import sharding as shd  # pylint: disable=import-outside-toplevel
+  from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
+  from brd_jax.models import build  # pylint: disable=import-outside-toplevel
+  from brd_jax.models.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  ck = Checkpoints(workdir, read_only=True)
+  step = ck.latest_step() if step is None else step
+  if step is None:
+    raise UserError(f"{ck.dir}: no finished checkpoint")
+  cfg = ModelConfig.from_dict(ck.meta(step)["model"])
+  if overrides:
+    cfg = cfg.replace(**overrides)
+  mesh = mesh or shd.make_mesh((1, 1, 1), jax.devices()[:1])
+  template = build.abstract(cfg)
+  params_abs, bind = build.functional(template)
+  params = ck.restore_params(step, abstract(params_abs, build.pure_shardings(cfg, mesh)))
+  tok_dir = ck.dir.parent / "tokenizer"
+  tok = tkz.from_dir(tok_dir) if tok_dir.is_dir() else None
+  return bind(params), cfg, tok, step

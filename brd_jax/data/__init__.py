@@ -1,0 +1,1 @@
+"""Training data: paragraphs + ledger -> formatted texts -> seqio Tasks / Mixtures -> packed batches."""

@@ -1,0 +1,122 @@
+"""seqio Tasks `brd_ori` / `brd_ner` / `brd_qra` / `brd_skd`, Mixture `brd_mix` and its ablations.
+
+`register()` reads the gin-bound directories once, builds the formatted texts in memory, and
+(re)registers the Tasks and Mixtures under their fixed names; `dataset()` returns this host's
+share of the mixture, tokenized, packed by seqio's DecoderFeatureConverter and batched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import jax
+import seqio
+import tensorflow as tf
+
+from brd_jax.data import formatting
+from brd_jax.data.config import DataConfig
+from brd_jax.data.vocab import TokenizerVocabulary
+from brd_jax.errors import UserError
+
+TASKS = ("brd_ori", "brd_ner", "brd_qra", "brd_skd")
+# Mixture name -> its tasks (the paper's ablations: without NER, without QRA, corpus only).
+MIXTURES = {
+    "brd_mix": TASKS,
+    "brd_mix_no_ner": ("brd_ori", "brd_qra", "brd_skd"),
+    "brd_mix_no_qra": ("brd_ori", "brd_ner", "brd_skd"),
+    "brd_corpus_only": ("brd_ori",),
+}
+
+
+@dataclasses.dataclass
+class Registered:
+  mixture: str
+  counts: dict[str, int]           # task -> number of examples
+  rates: dict[str, float]          # task -> mixing rate actually used
+  vocabulary: TokenizerVocabulary
+
+
+def _task(name: str, examples: list[dict], vocab: TokenizerVocabulary, shuffle_buffer: int):
+  ids = [e["id"] for e in examples]
+  texts = [e["text"] for e in examples]
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed  # one in-memory split; shuffling happens in the Task
+    return tf.data.Dataset.from_tensor_slices({"id": ids, "targets": texts})
+
+  seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(dataset_fn, splits=["train"],
+                                      num_input_examples={"train": len(examples)}),
+      preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+      output_features={"targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32)},
+      shuffle_buffer_size=shuffle_buffer)
+
+
+def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
+  if not cfg.paragraphs_dir:
+    raise UserError("data.paragraphs_dir is not set (bind it in gin: data.paragraphs_dir = '...')")
+  paragraphs = formatting.read_paragraphs(cfg.paragraphs_dir)
+  ledger = formatting.read_ledger(cfg.ledger_dir) if cfg.ledger_dir else {}
+  return {
+      "brd_ori": formatting.original_examples(paragraphs),
+      "brd_ner": formatting.behavior_examples(paragraphs, ledger, "ner", cfg.sep, cfg.level),
+      "brd_qra": formatting.behavior_examples(paragraphs, ledger, "qra", cfg.sep, cfg.level),
+      "brd_skd": formatting.skd_examples(paragraphs, ledger),
+  }
+
+
+def register(tokenizer, cfg: DataConfig | None = None) -> Registered:
+  """Registers every Task and Mixture; returns the configured mixture with its counts and rates."""
+  cfg = cfg or DataConfig()
+  if cfg.mixture not in MIXTURES:
+    raise UserError(f"data.mixture={cfg.mixture!r}: one of {', '.join(MIXTURES)}")
+  vocab = TokenizerVocabulary(tokenizer)
+  by_task = examples_by_task(cfg)
+  for name, examples in by_task.items():
+    _task(name, examples, vocab, cfg.shuffle_buffer)
+  counts = {t: len(e) for t, e in by_task.items()}
+  unknown = set(cfg.rates or {}) - set(TASKS)
+  if unknown:
+    raise UserError(f"data.rates names unknown tasks {sorted(unknown)}; tasks: {', '.join(TASKS)}")
+  used = {}
+  for mix, tasks in MIXTURES.items():
+    # An empty task would end the whole mixture (seqio stops on the first empty dataset).
+    rates = {t: float((cfg.rates or {}).get(t, counts[t])) for t in tasks if counts[t]}
+    rates = {t: r for t, r in rates.items() if r > 0}
+    seqio.MixtureRegistry.remove(mix)
+    if rates:
+      seqio.MixtureRegistry.add(mix, list(rates.items()))
+    if mix == cfg.mixture:
+      used = rates
+  if not used:
+    raise UserError(f"mixture {cfg.mixture} has no examples (counts: {counts})")
+  for t in MIXTURES[cfg.mixture]:
+    if not counts[t] and t != "brd_skd":
+      logging.warning("task %s has no examples; %s mixes without it", t, cfg.mixture)
+  return Registered(cfg.mixture, counts, used, vocab)
+
+
+def dataset(reg: Registered, batch_size: int, cfg: DataConfig | None = None,
+            skip_batches: int = 0) -> tf.data.Dataset:
+  """This host's endless stream of packed batches (dicts of int32 [batch, seq_len]).
+
+  The order depends only on the seed, the data and the host count, so skipping the batches a
+  checkpoint already consumed resumes at exactly the next example.
+  """
+  cfg = cfg or DataConfig()
+  n_hosts, host = jax.process_count(), jax.process_index()
+  if batch_size % n_hosts:
+    raise UserError(f"train.batch_size={batch_size} is not divisible by {n_hosts} hosts")
+  lengths = {"targets": cfg.seq_len}
+  ds = seqio.get_mixture_or_task(reg.mixture).get_dataset(
+      sequence_length=lengths, split="train", shuffle=True, seed=cfg.seed, num_epochs=None,
+      shard_info=seqio.ShardInfo(host, n_hosts) if n_hosts > 1 else None, use_cached=False)
+  tok = reg.vocabulary.tokenizer
+  bos = tok.bos_id if tok.bos_id is not None else (tok.eos_id or 0)
+  ds = seqio.DecoderFeatureConverter(pack=cfg.pack, bos_id=bos)(ds, lengths)
+  ds = ds.batch(batch_size // n_hosts, drop_remainder=True)
+  if skip_batches:
+    ds = ds.skip(skip_batches)
+  return ds.prefetch(2)

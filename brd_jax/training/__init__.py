@@ -1,0 +1,1 @@
+"""Student training: optimizer, losses, jitted sharded train step, loop, metrics."""

@@ -1,0 +1,178 @@
+"""`brd train`: the training loop with exact resume, async checkpoints, metrics and a loss plot."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import time
+
+import gin
+import jax
+import numpy as np
+
+from brd_jax import sharding
+from brd_jax.checkpoints import orbax
+from brd_jax.errors import UserError
+from brd_jax.models import build
+from brd_jax.models.config import ModelConfig
+from brd_jax.training import metrics as metrics_lib
+from brd_jax.training import optim, student
+from brd_jax.training import step as step_lib
+from brd_jax.training.config import StudentConfig, TrainConfig
+
+# Settings that fix the order of the data stream; resuming with other values would not continue
+# the same stream, so it is refused.
+_STREAM_KEYS = ("mixture", "seed", "seq_len", "pack", "level", "sep", "batch_size")
+
+
+def example_ids(batch: dict) -> list[str]:
+  """Content ids (sha1 of the target tokens) of every packed segment in a host batch."""
+  out = []
+  for tgt, seg in zip(batch["decoder_target_tokens"], batch["decoder_segment_ids"]):
+    for s in np.unique(seg[seg > 0]):
+      out.append(hashlib.sha1(tgt[seg == s].astype(np.int32).tobytes()).hexdigest()[:12])
+  return out
+
+
+class _Stop:
+  """SIGTERM (preemption) -> save at the next step boundary, then exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. some test runners): no handler
+      self._old = None
+    return self
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def __exit__(self, *_):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _save_tokenizer(tok, workdir: pathlib.Path) -> None:
+  out = workdir / "tokenizer"
+  if out.is_dir() or jax.process_index() != 0:
+    return
+  tmp = workdir / ".tokenizer.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir(parents=True)
+  tok.save(tmp)
+  tmp.rename(out)
+
+
+def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
+          scfg: StudentConfig | None = None, progress: bool = True) -> dict:
+  """Trains (or resumes) in WORKDIR; returns a summary. Every setting comes from gin by default."""
+  from brd_jax.data import tasks  # pylint: disable=import-outside-toplevel  # TF: only here
+  tcfg, dcfg, scfg = tcfg or TrainConfig(), dcfg or tasks.DataConfig(), scfg or StudentConfig()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  ck = orbax.Checkpoints(workdir, tcfg.checkpoint_every, tcfg.keep_checkpoints,
+                         tcfg.async_checkpoints)
+  start = ck.latest_step()
+  stream = {**{k: getattr(dcfg, k) for k in _STREAM_KEYS if hasattr(dcfg, k)},
+            "batch_size": tcfg.batch_size}
+  if start is None:
+    model, cfg, tok, prov = student.init(scfg, mesh, tcfg.seed)
+    _save_tokenizer(tok, workdir)
+    params, bind = build.functional(model)
+    del model
+  else:
+    meta = ck.meta(start)
+    changed = {k: (meta["stream"].get(k), v) for k, v in stream.items()
+               if meta["stream"].get(k) != v}
+    if changed:
+      raise UserError(f"{workdir}: resuming needs the same data stream; changed since step "
+                      f"{start}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    cfg, prov = ModelConfig.from_dict(meta["model"]), meta["provenance"]
+    from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
+    tok = tkz.from_dir(workdir / "tokenizer")
+    params, bind = build.functional(build.abstract(cfg))
+
+  tx = optim.optimizer(tcfg)
+  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+  shardings = step_lib.state_shardings(build.pure_shardings(cfg, mesh), tx, abstract_params, mesh)
+  if start is None:
+    with sharding.use_mesh(mesh):
+      opt = jax.jit(tx.init, out_shardings=shardings["opt"])(params)
+      step0 = jax.device_put(np.int32(0), shardings["step"])
+    state = {"step": step0, "params": params, "opt": opt}
+    start = 0
+  else:
+    abs_state = {"step": jax.ShapeDtypeStruct((), np.int32), "params": abstract_params,
+                 "opt": jax.eval_shape(tx.init, abstract_params)}
+    state, data_pos = ck.restore(start, orbax.abstract(abs_state, shardings))
+    if data_pos["batches_consumed"] != start:
+      raise UserError(f"{workdir}: checkpoint {start} has an inconsistent data position")
+    logging.info("resumed from step %d", start)
+  if start >= tcfg.steps:
+    ck.close()
+    return {"steps": start, "resumed_from": start, "workdir": str(workdir)}
+
+  reg = tasks.register(tok, dcfg)
+  meta = {"model": cfg.to_dict(), "provenance": prov, "stream": stream,
+          "data": {"paragraphs_dir": dcfg.paragraphs_dir, "ledger_dir": dcfg.ledger_dir,
+                   "counts": reg.counts, "rates": reg.rates},
+          "tokenizer": "tokenizer", "gin": gin.config_str()}
+  batches = tasks.dataset(reg, tcfg.batch_size, dcfg, skip_batches=start).as_numpy_iterator()
+  step_fn = step_lib.make_train_step(bind, tx, tcfg, mesh, shardings)
+  schedule = optim.schedule(tcfg)
+  writer = metrics_lib.Writer(workdir, tcfg.tensorboard)
+  flops_tok = metrics_lib.flops_per_token(cfg, dcfg.seq_len)
+  peak = metrics_lib.peak_flops(override=tcfg.peak_flops_per_device) * mesh.size
+  fault = int(os.environ.get("BRD_FAULT_AT_STEP", "0") or 0)  # fault injection for resume tests
+
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step",
+             disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
+  first, t_last, step_last, s = True, time.perf_counter(), start, start
+  with _Stop() as stop:
+    for s in range(start + 1, tcfg.steps + 1):
+      try:
+        local = step_lib.normalize_batch(next(batches))
+      except StopIteration:
+        raise UserError("the training data ran out (the mixture is empty?)") from None
+      batch = {k: sharding.global_batch(v, mesh) for k, v in local.items()}
+      state, m = step_fn(state, batch)
+      if s % tcfg.log_every == 0 or s == tcfg.steps or first or tcfg.log_example_ids:
+        m = {k: float(v) for k, v in jax.device_get(m).items()}  # waits for the step
+        now = time.perf_counter()
+        step_time = (now - t_last) / (s - step_last)
+        # Packed batches hold nearly the same number of tokens every step.
+        record = {**m, "learning_rate": float(schedule(s - 1)), "step_time_s": step_time,
+                  "tokens_per_s": m["tokens"] / step_time}
+        if first:
+          record["includes_compile"] = True
+        elif peak:
+          record["mfu"] = record["tokens_per_s"] * flops_tok / peak
+        if tcfg.log_example_ids:
+          record["example_ids"] = example_ids(local)
+        writer.write(s, record)
+        bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        t_last, step_last, first = time.perf_counter(), s, False
+      bar.update(1)
+      if s % tcfg.checkpoint_every == 0 or s == tcfg.steps or stop.requested:
+        ck.save(s, state, {"batches_consumed": s}, meta, force=True)
+      if fault and s == fault:
+        os.kill(os.getpid(), signal.SIGKILL)
+      if stop.requested:
+        logging.warning("SIGTERM: saved step %d, exiting", s)
+        break
+  bar.close()
+  ck.wait()
+  ck.close()
+  writer.close()
+  if jax.process_index() == 0:
+    metrics_lib.plot(workdir)
+  return {"steps": s, "workdir": str(workdir), "preempted": stop.requested}

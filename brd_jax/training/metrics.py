@@ -1,0 +1,103 @@
+"""Training metrics: FLOPs and MFU, JSONL + TensorBoard writers, the loss-curve PNG."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+
+from brd_jax.models.config import ModelConfig
+
+# Dense bf16 peak FLOP/s per device (vendor figures), matched against jax's device_kind.
+PEAK_FLOPS = (
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5", 197e12), ("TPU v4", 275e12),
+    ("TPU v3", 123e12), ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12),
+)
+
+
+def peak_flops(device=None, override: float = 0.0) -> float:
+  """Per-device peak; 0 when unknown (CPU unless `train.peak_flops_per_device` is set)."""
+  if override:
+    return float(override)
+  kind = (device or jax.devices()[0]).device_kind
+  for name, flops in PEAK_FLOPS:
+    if name.lower() in kind.lower():
+      return flops
+  return 0.0
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """Training FLOPs per token: 6 x matmul params + causal attention (PaLM appendix B)."""
+  L, D = cfg.n_layers, cfg.d_model
+  per_layer = D * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim + cfg.n_heads * cfg.head_dim * D
+  per_layer += D * cfg.d_ff * (3 if cfg.gated_mlp else 2)
+  matmul = L * per_layer + D * cfg.vocab_size  # the LM head; the embedding lookup is free
+  attention = 12 * L * cfg.n_heads * cfg.head_dim * seq_len / 2
+  return 6 * matmul + attention
+
+
+class Writer:
+  """metrics.jsonl (appended; a resumed run continues it) and TensorBoard event files."""
+
+  def __init__(self, workdir: pathlib.Path, tensorboard: bool = True):
+    self.path = pathlib.Path(workdir) / "metrics.jsonl"
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self._f = open(self.path, "a", encoding="utf-8") if jax.process_index() == 0 else None
+    self._tb = None
+    if tensorboard and self._f is not None:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+
+  def write(self, step: int, values: dict) -> None:
+    if self._f is None:
+      return
+    self._f.write(json.dumps({"step": step, **values}) + "\n")
+    self._f.flush()
+    if self._tb is not None:
+      for k, v in values.items():
+        if isinstance(v, (int, float)):
+          self._tb.add_scalar(f"train/{k}", v, step)
+
+  def close(self) -> None:
+    if self._f is not None:
+      self._f.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read(workdir) -> list[dict]:
+  """The metrics of a run; for a step logged twice (redone after a crash) the last record wins."""
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  by_step = {}
+  for line in path.read_text().splitlines():
+    if line.strip():
+      rec = json.loads(line)
+      by_step[rec["step"]] = rec
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def plot(workdir, out: str | pathlib.Path | None = None) -> pathlib.Path:
+  """Loss, learning rate and throughput against step -> WORKDIR/loss.png."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from brd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  recs = read(workdir)
+  if not recs:
+    raise UserError(f"{workdir}: no metrics.jsonl records to plot")
+  steps = [r["step"] for r in recs]
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  for ax, key, title in zip(axes, ("loss", "learning_rate", "tokens_per_s"),
+                            ("train loss (nats/token)", "learning rate", "tokens/s")):
+    ys = [r.get(key) for r in recs]
+    ax.plot([s for s, y in zip(steps, ys) if y is not None], [y for y in ys if y is not None])
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  out = pathlib.Path(out) if out else pathlib.Path(workdir) / "loss.png"
+  fig.savefig(out, dpi=110)
+  plt.close(fig)
+  return out

@@ -1,0 +1,101 @@
+"""The jitted, sharded train step: explicit in/out NamedShardings, donated state.
+
+State is a plain pytree {"step", "params", "opt"}; params are the nested dict of
+`models.build.functional`, so optax and Orbax see ordinary arrays with the model's shardings.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from brd_jax import sharding
+from brd_jax.training import losses
+from brd_jax.training.config import TrainConfig
+
+def normalize_batch(batch: dict) -> dict:
+  """Unpacked seqio batches carry no segment ids / positions: derive them (0 = padding)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  out = {k: np.asarray(v, np.int32) for k, v in batch.items()}
+  if "decoder_segment_ids" not in out:
+    real = out["decoder_target_tokens"] != 0
+    out["decoder_segment_ids"] = real.astype(np.int32)
+    out["decoder_positions"] = np.maximum(np.cumsum(real, axis=1) - 1, 0).astype(np.int32)
+  return out
+
+
+def state_shardings(param_shardings, tx, abstract_params, mesh):
+  """Shardings of {"step", "params", "opt"}: optimizer moments follow their parameters."""
+  replicated = NamedSharding(mesh, P())
+  abs_opt = jax.eval_shape(tx.init, abstract_params)
+  opt = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_shardings,
+                              transform_non_params=lambda _: replicated)
+  return {"step": replicated, "params": param_shardings, "opt": opt}
+
+
+def batch_sharding(mesh):
+  return NamedSharding(mesh, sharding.logical_to_spec(("batch", "length"), mesh=mesh))
+
+
+def loss_terms(bind, params, mb: dict, cfg: TrainConfig):
+  """Sums over real target tokens: (nll, z, kd, weights) and per-token nll."""
+  model = bind(params)
+  logits, _ = model(mb["decoder_input_tokens"], positions_BT=mb["decoder_positions"],
+                    segment_ids_BT=mb["decoder_segment_ids"])
+  nll, logz = losses.token_nll(logits, mb["decoder_target_tokens"])
+  w = mb["decoder_loss_weights"].astype(jnp.float32)
+  terms = {"nll": jnp.sum(nll * w), "z": jnp.sum(jnp.square(logz) * w), "weights": jnp.sum(w)}
+  if "teacher_topk_ids" in mb:
+    kd = losses.kd_forward_kl(logits, mb["teacher_topk_ids"], mb["teacher_topk_logprobs"])
+    terms["kd"] = jnp.sum(kd * w)
+  return terms, nll
+
+
+def make_train_step(bind, tx, cfg: TrainConfig, mesh, shardings):
+  """Returns step(state, batch) -> (state, metrics); batch arrays are (B, T) global arrays."""
+  bs = batch_sharding(mesh)
+  A = cfg.grad_accum
+
+  def objective(params, mb, total_w):
+    t, _ = loss_terms(bind, params, mb, cfg)
+    obj = t["nll"] + cfg.z_loss * t["z"] + cfg.kd_weight * t.get("kd", 0.0)
+    return obj / total_w, t
+
+  def step(state, batch):
+    total_w = jnp.maximum(jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32)), 1.0)
+    grad_fn = jax.grad(objective, has_aux=True)
+    if A == 1:
+      grads, t = grad_fn(state["params"], batch, total_w)
+    else:
+      # Row i of microbatch j is row i*A + j of the batch, so every microbatch stays spread
+      # over all batch shards.
+      def split(x):
+        x = x.reshape(x.shape[0] // A, A, *x.shape[1:]).swapaxes(0, 1)
+        return sharding.constrain(x, (None, "batch", "length"))
+      mbs = jax.tree.map(split, batch)
+
+      def body(acc, mb):
+        g, t = grad_fn(state["params"], mb, total_w)
+        return jax.tree.map(jnp.add, acc, (g, t)), None
+      zeros = jax.tree.map(jnp.zeros_like, state["params"])
+      t0 = {k: jnp.zeros((), jnp.float32) for k in ("nll", "z", "weights")}
+      if "teacher_topk_ids" in batch:
+        t0["kd"] = jnp.zeros((), jnp.float32)
+      (grads, t), _ = jax.lax.scan(body, (zeros, t0), mbs)
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {"loss": t["nll"] / total_w, "z_loss": t["z"] / total_w,
+               "grad_norm": optax.global_norm(grads), "tokens": t["weights"]}
+    if "kd" in t:
+      metrics["kd"] = t["kd"] / total_w
+    return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
+
+  jitted = jax.jit(step, in_shardings=(shardings, bs),
+                   out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=(0,))
+
+  def run(state, batch):
+    with sharding.use_mesh(mesh):  # activation constraints are read at trace time
+      return jitted(state, batch)
+  run.jitted = jitted
+  return run
