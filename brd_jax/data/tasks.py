@@ -18,6 +18,16 @@ from brd_jax.data.config import DataConfig
 from brd_jax.data.vocab import TokenizerVocabulary
 from brd_jax.errors import UserError
 
+class _QuietUncachedWarning(logging.Filter):
+  """seqio warns that uncached function sources reshuffle poorly on restart; our restarts skip
+  to the exact batch instead, so the warning does not apply."""
+
+  def filter(self, record):
+    return "uncached FunctionDataset" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietUncachedWarning())
+
 TASKS = ("brd_ori", "brd_ner", "brd_qra", "brd_skd")
 # Mixture name -> its tasks (the paper's ablations: without NER, without QRA, corpus only).
 MIXTURES = {

@@ -86,7 +86,7 @@ def make_train_step(bind, tx, cfg: TrainConfig, mesh, shardings):
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {"loss": t["nll"] / total_w, "z_loss": t["z"] / total_w,
-               "grad_norm": optax.global_norm(grads), "tokens": t["weights"]}
+               "grad_norm": optax.tree.norm(grads), "tokens": t["weights"]}
     if "kd" in t:
       metrics["kd"] = t["kd"] / total_w
     return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics

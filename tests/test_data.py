@@ -1,0 +1,103 @@
+"""Training data: paragraph-level formatting, seqio mixture rates, packing, determinism."""
+import collections
+
+import numpy as np
+import pytest
+
+import brd_corpus
+from brd_jax import tokenizer
+from brd_jax.data import formatting
+from brd_jax.data.config import DataConfig
+from brd_jax.errors import UserError
+
+
+def test_paragraph_and_sentence_level_formatting(tmp_path):
+  par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=2)
+  pars, ledger = formatting.read_paragraphs(par_dir), formatting.read_ledger(led_dir)
+  p = pars[0]
+  ner = formatting.behavior_examples(pars, ledger, "ner", sep=" <sep> ")
+  s, r = p["sentences"], [ledger[(p["id"], i, "ner")]["text"] for i in range(3)]
+  assert ner[0]["text"] == " <sep> ".join([s[0], r[0], s[1], r[1], s[2], r[2]])
+  # The invalid record for (p0000, 0) did not replace the valid one.
+  assert "garbage" not in ner[0]["text"]
+  sent = formatting.behavior_examples(pars, ledger, "qra", sep="\n", level="sentence")
+  assert len(sent) == 6 and sent[0]["text"].startswith(s[0] + "\nQ:")
+  assert formatting.original_examples(pars)[0]["text"] == p["text"]
+
+
+def test_sentence_without_reading_keeps_the_sentence(tmp_path):
+  par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=1)
+  pars = formatting.read_paragraphs(par_dir)
+  ledger = {k: v for k, v in formatting.read_ledger(led_dir).items() if k[1] != 1}
+  text = formatting.behavior_examples(pars, ledger, "ner")[0]["text"]
+  s = pars[0]["sentences"]
+  assert text.split("\n")[2] == s[1] and text.split("\n")[3] == s[2]
+
+
+def test_bad_ledger_line_names_file_and_line(tmp_path):
+  par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=1)
+  with open(led_dir / "shard-00000.jsonl", "a") as f:
+    f.write("{not json\n")
+  with pytest.raises(UserError, match=r"shard-00000.jsonl:\d+"):
+    formatting.read_ledger(led_dir)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  return brd_corpus.make(tmp_path_factory.mktemp("corpus"), n_paragraphs=60)
+
+
+def _register(corpus, **kw):
+  from brd_jax.data import tasks
+  par_dir, led_dir = corpus
+  cfg = DataConfig(paragraphs_dir=str(par_dir), ledger_dir=str(led_dir), **kw)
+  return tasks, tasks.register(tokenizer.byte_level(), cfg), cfg
+
+
+def test_mixture_proportions_match_gin_rates(corpus):
+  rates = {"brd_ori": 1.0, "brd_ner": 2.0, "brd_qra": 1.0}
+  tasks, reg, cfg = _register(corpus, rates=rates, pack=False, seq_len=400, seed=3)
+  assert reg.rates == rates
+  tok = reg.vocabulary.tokenizer
+  counts = collections.Counter()
+  n = 0
+  for batch in tasks.dataset(reg, 50, cfg).take(120).as_numpy_iterator():
+    for row in batch["decoder_target_tokens"]:
+      counts[brd_corpus.task_of(tok.decode(row[row > 1]))] += 1
+      n += 1
+  for t, r in rates.items():
+    assert abs(counts[t] / n - r / sum(rates.values())) < 0.02, (t, counts, n)
+
+
+def test_default_rates_follow_example_counts_and_ablations(corpus):
+  _, reg, _ = _register(corpus)
+  assert reg.counts == {"brd_ori": 60, "brd_ner": 60, "brd_qra": 60, "brd_skd": 0}
+  assert reg.rates == {"brd_ori": 60.0, "brd_ner": 60.0, "brd_qra": 60.0}
+  _, reg, _ = _register(corpus, mixture="brd_mix_no_ner")
+  assert set(reg.rates) == {"brd_ori", "brd_qra"}
+  _, reg, _ = _register(corpus, mixture="brd_corpus_only")
+  assert set(reg.rates) == {"brd_ori"}
+  with pytest.raises(UserError, match="data.mixture"):
+    _register(corpus, mixture="nope")
+
+
+def test_packed_stream_is_deterministic_and_skip_resumes_exactly(corpus):
+  tasks, reg, cfg = _register(corpus, seq_len=256, seed=7)
+  a = list(tasks.dataset(reg, 4, cfg).take(6).as_numpy_iterator())
+  b = list(tasks.dataset(reg, 4, cfg, skip_batches=3).take(3).as_numpy_iterator())
+  for x, y in zip(a[3:], b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  first = a[0]
+  # Packing: several examples per row, EOS (id 1) closing each segment, inputs shifted per segment.
+  rows = [(b["decoder_segment_ids"][i], b["decoder_target_tokens"][i], b["decoder_input_tokens"][i])
+          for b in a for i in range(4)]
+  seg, tgt, inp = max(rows, key=lambda r: r[0].max())
+  assert seg.max() >= 2
+  for s in range(1, seg.max() + 1):
+    idx = np.flatnonzero(seg == s)
+    assert tgt[idx[-1]] == 1 and inp[idx[0]] == 1
+    np.testing.assert_array_equal(inp[idx[1:]], tgt[idx[:-1]])
+  c = list(tasks.dataset(reg, 4, DataConfig(**{**cfg.__dict__, "seed": 8})).take(1)
+           .as_numpy_iterator())
+  assert not np.array_equal(c[0]["decoder_target_tokens"], first["decoder_target_tokens"])
