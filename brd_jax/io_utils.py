@@ -1,8 +1,10 @@
 """Atomic file writes: a file appears whole or not at all (write temp, fsync, rename)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import sys
 import tempfile
 
 
@@ -24,3 +26,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+  """Silences C++ writes to fd 2 (TensorFlow's absl start-up lines ignore TF_CPP_MIN_LOG_LEVEL)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)

@@ -32,9 +32,13 @@ class Checkpoints:
                read_only: bool = False):
     ocp = _ocp()
     self.dir = checkpoint_dir(workdir).absolute()
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=every, max_to_keep=keep, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=async_save)
+    if read_only:
+      options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
+                                             max_to_keep=None, create=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          save_interval_steps=every, max_to_keep=keep, create=True,
+          enable_async_checkpointing=async_save)
     self.mngr = ocp.CheckpointManager(self.dir, options=options,
                                       item_names=("params", "opt", "data", "meta"))
 

@@ -10,10 +10,9 @@ import dataclasses
 import logging
 
 import jax
-import seqio
-import tensorflow as tf
 
 from brd_jax.data import formatting
+from brd_jax.data._tf import seqio, tf
 from brd_jax.data.config import DataConfig
 from brd_jax.data.vocab import TokenizerVocabulary
 from brd_jax.errors import UserError

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import seqio
-import tensorflow as tf
+
+from brd_jax.data._tf import seqio, tf
 
 
 class TokenizerVocabulary(seqio.Vocabulary):

@@ -1,0 +1,127 @@
+"""`brd train` end to end in subprocesses: exact resume after SIGKILL, SIGTERM saves, convert to HF."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import brd_corpus
+from brd_jax.training import metrics
+
+pytestmark = pytest.mark.slow
+
+
+def _bindings(par_dir, led_dir, steps):
+  b = {"model.vocab_size": 320, "student.tokenizer": "'bytes'",
+       "data.paragraphs_dir": f"'{par_dir}'", "data.ledger_dir": f"'{led_dir}'",
+       "data.seq_len": 128, "train.batch_size": 8, "train.log_every": 1,
+       "train.warmup_steps": 5, "train.learning_rate": 3e-3, "train.steps": steps,
+       "train.checkpoint_every": 5, "train.log_example_ids": True}
+  args = ["--gin_file", "models/llama_tiny", "--gin_file", "meshes/cpu8"]
+  for k, v in b.items():
+    args += ["--gin", f"{k}={v}"]
+  return args
+
+
+def _brd_train(workdir, args, env=None, wait=True):
+  cmd = [sys.executable, "-m", "brd_jax.cli", "train", "--workdir", str(workdir), "--no_progress",
+         *args]
+  env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+  if not wait:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("train_cli")
+  par_dir, led_dir = brd_corpus.make(root, n_paragraphs=60)
+  args = _bindings(par_dir, led_dir, 30)
+  full = _brd_train(root / "full", args)
+  assert full.returncode == 0, full.stderr[-2000:]
+  killed = _brd_train(root / "resumed", args, env={"BRD_FAULT_AT_STEP": "17"})
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  first_part = metrics.read(root / "resumed")
+  resumed = _brd_train(root / "resumed", args)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  return root, first_part, par_dir, led_dir
+
+
+def test_resume_after_sigkill_repeats_the_same_steps_and_examples(runs):
+  root, first_part, _, _ = runs
+  assert max(r["step"] for r in first_part) == 17
+  full, resumed = metrics.read(root / "full"), metrics.read(root / "resumed")
+  assert [r["step"] for r in full] == list(range(1, 31)) == [r["step"] for r in resumed]
+  for a, b in zip(full, resumed):
+    assert a["example_ids"] == b["example_ids"], a["step"]
+  a = np.array([r["loss"] for r in full[15:]])
+  b = np.array([r["loss"] for r in resumed[15:]])
+  np.testing.assert_allclose(b, a, rtol=1e-6, atol=0)
+  # The killed run's own steps 16-17 were redone from the step-15 checkpoint, identically.
+  by_step = {r["step"]: r for r in first_part}
+  for s in (16, 17):
+    assert by_step[s]["loss"] == pytest.approx(full[s - 1]["loss"], rel=1e-6)
+  assert (root / "resumed" / "config.gin").exists()
+
+
+def test_restore_onto_another_mesh_gives_the_same_params(runs):
+  import jax
+  from brd_jax import sharding
+  from brd_jax.checkpoints import orbax
+  from brd_jax.models import build
+  root = runs[0]
+  a, cfg, tok, step = orbax.load_model(root / "full", sharding.make_mesh((2, 2, 2)))
+  b, _, _, _ = orbax.load_model(root / "full", sharding.make_mesh((1, 4, 2)))
+  assert step == 30 and cfg.vocab_size == 320 and tok.vocab_size == 258
+  pa, pb = build.flat_params(a), build.flat_params(b)
+  shard_shape = lambda x: x.addressable_shards[0].data.shape
+  assert shard_shape(pb[("layers", "wq")]) != shard_shape(pa[("layers", "wq")])
+  for k in pa:
+    np.testing.assert_array_equal(np.asarray(jax.device_get(pa[k])), np.asarray(pb[k]))
+
+
+def test_resume_with_a_changed_data_stream_is_refused(runs):
+  root, _, par_dir, led_dir = runs
+  args = _bindings(par_dir, led_dir, 40) + ["--gin", "data.seed=5"]
+  r = _brd_train(root / "full", args)
+  assert r.returncode == 2
+  assert len(r.stderr.strip().splitlines()) == 1 and "data.seed" not in r.stderr
+  assert "seed 0 -> 5" in r.stderr
+
+
+def test_train_convert_then_transformers_reload(runs, tmp_path):
+  import torch
+  import transformers
+  from brd_jax.checkpoints import resolve
+  root = runs[0]
+  r = subprocess.run([sys.executable, "-m", "brd_jax.cli", "convert", "--model", str(root / "full"),
+                      "--to", str(tmp_path / "hf")], capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  loaded = resolve.load(str(root / "full"))
+  ids = np.array([loaded.tokenizer.encode("The museum in Oslo opened in 1807.")])
+  ours = np.asarray(loaded.model(ids)[0])
+  hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+  with torch.no_grad():
+    theirs = hf(torch.from_numpy(ids)).logits.numpy()
+  assert np.abs(ours - theirs).max() < 1e-4
+  tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  assert tok("The museum")["input_ids"] == loaded.tokenizer.encode("The museum")
+
+
+def test_sigterm_saves_then_exits(tmp_path):
+  par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=30)
+  proc = _brd_train(tmp_path / "w", _bindings(par_dir, led_dir, 100000) +
+                    ["--gin", "train.checkpoint_every=100000"], wait=False)
+  deadline = time.time() + 300
+  while time.time() < deadline and len(metrics.read(tmp_path / "w")) < 3:
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert summary["preempted"] and summary["steps"] >= 3
+  assert (tmp_path / "w" / "checkpoints" / str(summary["steps"])).is_dir()
