@@ -5,6 +5,7 @@ compiled, so a typo in a binding fails in about a second with the binding named.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 
@@ -13,6 +14,16 @@ import gin
 from brd_jax.errors import UserError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+class _NoGinPathProbes(logging.Filter):
+  """gin probes every search path for `include`d files and logs each miss as an error."""
+
+  def filter(self, record):
+    return not record.getMessage().startswith("Path not found:")
+
+
+logging.getLogger().addFilter(_NoGinPathProbes())  # gin logs through the root logger
 
 
 def _resolve_gin_file(name: str) -> str:

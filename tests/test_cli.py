@@ -11,7 +11,7 @@ import hf_tiny
 from brd_jax import cli
 
 SUBCOMMANDS = ["corpus", "generate", "train", "eval", "pipeline", "convert", "complete", "loglik",
-               "plan", "bench", "assets"]
+               "plan", "bench", "assets", "plot"]
 
 
 def _brd(*args, timeout=120):
@@ -115,3 +115,20 @@ def test_loglik_command(tmp_path):
   reqs.write_text('{"context": "hello"}\n')
   assert cli.main(["loglik", "--model", str(tmp_path / "m"), "--requests", str(reqs),
                    "--out", str(tmp_path / "o2.jsonl")]) == 2
+
+
+def test_train_without_data_is_one_line_and_exit_2(tmp_path):
+  r = _brd("train", "--workdir", str(tmp_path / "w"), "--gin_file", "models/llama_tiny",
+           "--gin", "student.tokenizer='bytes'", "--gin", "model.vocab_size=320")
+  assert r.returncode == 2, r.stderr
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and "data.paragraphs_dir" in lines[0], r.stderr
+
+
+def test_train_with_a_missing_paragraphs_dir_names_it(tmp_path):
+  r = _brd("train", "--workdir", str(tmp_path / "w"), "--gin_file", "models/llama_tiny",
+           "--gin", "student.tokenizer='bytes'", "--gin", "model.vocab_size=320",
+           "--gin", f"data.paragraphs_dir='{tmp_path / 'nope'}'")
+  assert r.returncode == 2
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and "nope" in lines[0], r.stderr

@@ -54,3 +54,13 @@ def test_operative_config_written(tmp_path):
   text = out.read_text()
   assert "model.d_model = 64" in text and "mesh.data = 2" in text
   gin.clear_config()
+
+
+@pytest.mark.parametrize("name", ["demo_cpu", "paper_blind"])
+def test_experiment_configs_parse_and_validate(name):
+  from brd_jax.data.config import DataConfig
+  from brd_jax.training.config import StudentConfig, TrainConfig
+  config.parse([f"experiments/{name}"])
+  t, d, s = TrainConfig(), DataConfig(), StudentConfig()
+  assert t.steps > 0 and d.mixture == "brd_mix" and s.init != "scratch"
+  sharding.mesh_shape()

@@ -17,7 +17,7 @@ from brd_jax.errors import UserError
 BEHAVIORS = ("ner", "qra", "skd")
 
 
-def _jsonl_files(directory: str | pathlib.Path, what: str) -> list[pathlib.Path]:
+def jsonl_files(directory: str | pathlib.Path, what: str) -> list[pathlib.Path]:
   d = pathlib.Path(directory)
   if not d.is_dir():
     raise UserError(f"{what} directory not found: {d}")
@@ -41,7 +41,7 @@ def _read_jsonl(path: pathlib.Path) -> Iterator[dict]:
 def read_paragraphs(directory) -> list[dict]:
   """All paragraphs, in shard order; each needs `id` and `sentences` (or `text`)."""
   out = []
-  for path in _jsonl_files(directory, "paragraphs"):
+  for path in jsonl_files(directory, "paragraphs"):
     for rec in _read_jsonl(path):
       if "id" not in rec or not (rec.get("sentences") or rec.get("text")):
         raise UserError(f"{path}: paragraph records need 'id' and 'sentences' or 'text'")
@@ -54,7 +54,7 @@ def read_paragraphs(directory) -> list[dict]:
 def read_ledger(directory) -> dict[tuple[str, int, str], dict]:
   """(paragraph_id, sentence_index, behavior) -> the last valid record for it."""
   out = {}
-  for path in _jsonl_files(directory, "ledger"):
+  for path in jsonl_files(directory, "ledger"):
     for rec in _read_jsonl(path):
       if not rec.get("valid", True) or rec.get("behavior") not in BEHAVIORS:
         continue

@@ -63,9 +63,17 @@ def _task(name: str, examples: list[dict], vocab: TokenizerVocabulary, shuffle_b
       shuffle_buffer_size=shuffle_buffer)
 
 
-def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
+def check(cfg: DataConfig) -> None:
+  """Fails fast (before any model is built) on missing or empty data directories."""
   if not cfg.paragraphs_dir:
     raise UserError("data.paragraphs_dir is not set (bind it in gin: data.paragraphs_dir = '...')")
+  formatting.jsonl_files(cfg.paragraphs_dir, "paragraphs")
+  if cfg.ledger_dir:
+    formatting.jsonl_files(cfg.ledger_dir, "ledger")
+
+
+def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
+  check(cfg)
   paragraphs = formatting.read_paragraphs(cfg.paragraphs_dir)
   ledger = formatting.read_ledger(cfg.ledger_dir) if cfg.ledger_dir else {}
   return {

@@ -76,6 +76,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   """Trains (or resumes) in WORKDIR; returns a summary. Every setting comes from gin by default."""
   from brd_jax.data import tasks  # pylint: disable=import-outside-toplevel  # TF: only here
   tcfg, dcfg, scfg = tcfg or TrainConfig(), dcfg or tasks.DataConfig(), scfg or StudentConfig()
+  tasks.check(dcfg)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   ck = orbax.Checkpoints(workdir, tcfg.checkpoint_every, tcfg.keep_checkpoints,

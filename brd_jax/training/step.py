@@ -85,7 +85,7 @@ def make_train_step(bind, tx, cfg: TrainConfig, mesh, shardings):
       (grads, t), _ = jax.lax.scan(body, (zeros, t0), mbs)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": t["nll"] / total_w, "z_loss": t["z"] / total_w,
+    metrics = {"loss": t["nll"] / total_w, "mean_logz_sq": t["z"] / total_w,
                "grad_norm": optax.tree.norm(grads), "tokens": t["weights"]}
     if "kd" in t:
       metrics["kd"] = t["kd"] / total_w
