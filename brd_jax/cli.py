@@ -171,13 +171,26 @@ def cmd_eval(args):
   loaded, scorer = _scorer(args, mesh)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
+  divergence = None
+  if args.reference_model:
+    from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+    from brd_jax.evaluation.divergence import Divergence, check_compatible  # pylint: disable=import-outside-toplevel
+    ref = resolve.load(args.reference_model)
+    check_compatible(loaded.model, loaded.tokenizer, ref.model, ref.tokenizer or loaded.tokenizer)
+    divergence = Divergence(loaded.model, ref.model, loaded.tokenizer, args.token_budget)
   results = harness.evaluate(
       scorer, loaded.fingerprint, names, out, args.data_dir, args.limit, args.log_samples,
-      lambda task, n: tqdm(total=n, desc=task, unit="req"))
+      lambda task, n: tqdm(total=n, desc=task, unit="req"), divergence)
   report.write(out, args.model, results, {"fingerprint": loaded.fingerprint,
-                                          "limit": args.limit})
+                                          "limit": args.limit,
+                                          "reference_model": args.reference_model})
   config.write_operative_config(out)
   print((out / "results.md").read_text())
+
+
+def cmd_report(args):
+  from brd_jax.evaluation import report  # pylint: disable=import-outside-toplevel
+  print(report.compare(args.runs, args.rule, args.out), end="")
 
 
 def cmd_train(args):
@@ -281,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--limit", type=int, help="first N examples per task")
   p.add_argument("--num_fewshot", type=int, default=0)
   p.add_argument("--log_samples", action="store_true", help="write samples_<task>.jsonl")
+  p.add_argument("--reference_model", help="a teacher sharing the tokenizer: adds per-task "
+                 "teacher-student cross-entropy and KL over context + gold answer")
   p.add_argument("--token_budget", type=int, default=4096, help="tokens per scoring batch")
   _gin_flags(p)
   p.set_defaults(func=cmd_eval)
@@ -304,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--steps", type=int, default=3, help="train: timed steps per side")
   _gin_flags(p)
   p.set_defaults(func=cmd_bench)
+
+  p = sub.add_parser("report", help="several `brd eval` runs side by side with an average")
+  p.add_argument("runs", nargs="+", help="`brd eval --out` directories")
+  p.add_argument("--rule", default="acc_mean_token", help="acc_mean_token (the paper's), acc, "
+                 "acc_norm")
+  p.add_argument("--out", help="write the markdown here and a bar chart beside it (.png)")
+  p.set_defaults(func=cmd_report)
 
   p = sub.add_parser("train", help="train the student on the seqio behaviour mixture")
   p.add_argument("--workdir", required=True, help="checkpoints/, metrics.jsonl, tensorboard/, "

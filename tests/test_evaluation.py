@@ -88,9 +88,8 @@ def _write_tiny_data(d: pathlib.Path):
       f"a {'good' if i % 2 else 'bad'} film {i}\t{i % 2}\n" for i in range(5)))
 
 
-def test_brd_eval_end_to_end_matches_direct_torch_ranking(tmp_path, capsys):
-  import torch
-  ref = hf_tiny.gpt2(tmp_path / "m")
+def _tiny_tokenizer(model_dir):
+  """A 128-token byte-level BPE saved beside a tiny model (vocab 128)."""
   import tokenizers
   from tokenizers import decoders, models, pre_tokenizers, trainers
   t = tokenizers.Tokenizer(models.BPE())
@@ -99,8 +98,14 @@ def test_brd_eval_end_to_end_matches_direct_torch_ranking(tmp_path, capsys):
   t.train_from_iterator(["the sky is blue"], trainers.BpeTrainer(
       vocab_size=128, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:127],
       special_tokens=["<|endoftext|>"]))
-  t.save(str(tmp_path / "m" / "tokenizer.json"))
-  (tmp_path / "m" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+  t.save(str(model_dir / "tokenizer.json"))
+  (model_dir / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+
+
+def test_brd_eval_end_to_end_matches_direct_torch_ranking(tmp_path, capsys):
+  import torch
+  ref = hf_tiny.gpt2(tmp_path / "m")
+  _tiny_tokenizer(tmp_path / "m")
   _write_tiny_data(tmp_path / "data")
   out = tmp_path / "out"
   rc = cli.main(["eval", "--model", str(tmp_path / "m"), "--tasks", "rte,sst2", "--out", str(out),
@@ -171,3 +176,53 @@ def test_bigbench_asset_tasks_load():
     assert all(d.context.endswith("\nA: ") for d in docs)
   with pytest.raises(UserError, match="not found"):
     tasks.load("bigbench:no_such_task")
+
+
+def test_teacher_student_divergence_matches_torch(tmp_path):
+  import torch
+  from brd_jax.checkpoints import resolve
+  from brd_jax.evaluation.divergence import Divergence, check_compatible
+  hs = hf_tiny.llama(tmp_path / "s", seed=0)
+  ht = hf_tiny.llama(tmp_path / "t", seed=1)
+  import shutil
+  _tiny_tokenizer(tmp_path / "s")  # BPE training is not deterministic: share one tokenizer
+  for f in ("tokenizer.json", "tokenizer_config.json"):
+    shutil.copy(tmp_path / "s" / f, tmp_path / "t" / f)
+  s, t = resolve.load(str(tmp_path / "s")), resolve.load(str(tmp_path / "t"))
+  check_compatible(s.model, s.tokenizer, t.model, t.tokenizer)
+  from brd_jax import tokenizer as tokmod
+  with pytest.raises(UserError, match="tokenizer"):
+    check_compatible(s.model, s.tokenizer, t.model, tokmod.byte_level())
+  texts = ["the sky is blue", "blue sky, the end", "is the sky blue? yes it is, mostly blue!"]
+  got = Divergence(s.model, t.model, s.tokenizer, token_budget=32).score(texts)
+  ce = kl = nll = n = 0.0
+  for text in texts:
+    ids = torch.tensor([s.tokenizer.encode(text)])
+    with torch.no_grad():
+      ls = torch.log_softmax(hs(ids).logits[0, :-1].double(), -1)
+      lt = torch.log_softmax(ht(ids).logits[0, :-1].double(), -1)
+    pt = lt.exp()
+    ce += float(-(pt * ls).sum())
+    kl += float((pt * (lt - ls)).sum())
+    nll += float(-ls[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
+    n += ids.shape[1] - 1
+  assert got["ref_tokens"] == n
+  assert got["ref_ce"] == pytest.approx(ce / n, abs=1e-4)
+  assert got["ref_kl"] == pytest.approx(kl / n, abs=1e-4)
+  assert got["student_nll"] == pytest.approx(nll / n, abs=1e-4)
+
+
+def test_report_lays_runs_side_by_side(tmp_path, capsys):
+  for name, accs in (("a", {"rte": 0.5, "cb": 0.25}), ("b", {"rte": 0.75})):
+    (tmp_path / name).mkdir()
+    tasks_json = {t: {r: v for r in harness.RULES} for t, v in accs.items()}
+    (tmp_path / name / "results.json").write_text(json.dumps({"model": name, "tasks": tasks_json}))
+  assert cli.main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                   str(tmp_path / "cmp.md")]) == 0
+  out = capsys.readouterr().out
+  row_a = next(l for l in out.splitlines() if l.startswith(f"| {tmp_path / 'a'} "))
+  row_b = next(l for l in out.splitlines() if l.startswith(f"| {tmp_path / 'b'} "))
+  assert "| 50.0 | 25.0 | 37.5 |" in row_a
+  assert "| 75.0 | – | 75.0* |" in row_b
+  assert (tmp_path / "cmp.png").stat().st_size > 1000
+  assert cli.main(["report", str(tmp_path / "nope")]) == 2

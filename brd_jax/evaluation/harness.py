@@ -71,7 +71,9 @@ def score_docs(docs, lls, ntoks) -> dict:
 
 
 def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit=None,
-             log_samples: bool = False, progress_factory=None) -> dict:
+             log_samples: bool = False, progress_factory=None, divergence=None) -> dict:
+  """Scores each task (resuming from the cache); with `divergence` (a `Divergence` over the
+  student and a reference model) also the teacher-student CE / KL over context + gold answer."""
   out_dir = pathlib.Path(out_dir)
   cache = Cache(out_dir / "cache" / f"{fingerprint}.jsonl")
   results = {}
@@ -96,6 +98,12 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
       ntoks.append([v[1] for v in vals])
     results[task] = {**score_docs(docs, lls, ntoks),
                      "seconds": round(time.perf_counter() - t0, 2), "scored_now": len(todo)}
+    if divergence is not None:
+      bar = progress_factory(f"{task} (reference)", len(docs)) if progress_factory else None
+      results[task].update(divergence.score([d.context + d.choices[d.gold] for d in docs],
+                                            bar.update if bar else None))
+      if bar:
+        bar.close()
     if log_samples:
       with open(out_dir / f"samples_{task}.jsonl", "w", encoding="utf-8") as f:
         for d, ll, nt in zip(docs, lls, ntoks):

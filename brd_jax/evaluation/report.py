@@ -23,6 +23,12 @@ def write(out_dir, model_name: str, results: dict, meta: dict) -> None:
     vals = [100 * results[t][rule] for t in tasks]
     cells = [f"{v:.1f} ± {100 * results[t][rule + '_stderr']:.1f}" for v, t in zip(vals, tasks)]
     lines.append(f"| {rule} | " + " | ".join(cells) + f" | {sum(vals) / len(vals):.1f} |")
+  if all("ref_ce" in results[t] for t in tasks):
+    lines += ["", "| teacher-student (nats/token) | " + " | ".join(NAMES.get(t, t) for t in tasks)
+              + " |", "|" + "---|" * (len(tasks) + 1)]
+    for key, label in (("ref_ce", "cross-entropy CE(p_T, p_S)"), ("ref_kl", "KL(p_T || p_S)"),
+                       ("student_nll", "student NLL")):
+      lines.append(f"| {label} | " + " | ".join(f"{results[t][key]:.3f}" for t in tasks) + " |")
   lines += ["", "n: " + ", ".join(f"{NAMES.get(t, t)} {results[t]['n']}" for t in tasks),
             "seconds: " + ", ".join(f"{NAMES.get(t, t)} {results[t]['seconds']}" for t in tasks),
             "", "acc_mean_token is the paper's rule (mean per-token log-prob); acc and acc_norm "
@@ -45,6 +51,65 @@ def _plot(path, model_name, results):
   ax.set_xticks(x, [NAMES.get(t, t) for t in tasks])
   ax.set_ylabel("accuracy (%)")
   ax.set_title(f"zero-shot: {model_name}")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  tmp = path.with_suffix(".tmp.png")
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  tmp.replace(path)
+
+
+def compare(run_dirs, rule: str = "acc_mean_token", out: str | pathlib.Path | None = None) -> str:
+  """Several `brd eval` runs side by side (one row per run, an average column) as markdown.
+
+  With `out`, writes the markdown there and a grouped bar chart beside it (same stem, .png).
+  """
+  from brd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  if rule not in RULES:
+    raise UserError(f"--rule {rule!r}: one of {', '.join(RULES)}")
+  runs = []
+  for d in run_dirs:
+    path = pathlib.Path(d) / "results.json"
+    try:
+      runs.append((str(d), json.loads(path.read_text(encoding="utf-8"))))
+    except FileNotFoundError:
+      raise UserError(f"{d}: no results.json (is it a `brd eval --out` directory?)") from None
+    except ValueError as e:
+      raise UserError(f"{path}: invalid JSON ({e})") from None
+  tasks = []
+  for _, r in runs:
+    tasks += [t for t in r["tasks"] if t not in tasks]
+  head = "| run | model | " + " | ".join(NAMES.get(t, t) for t in tasks) + " | Avg |"
+  lines = [f"# {rule} (%)", "", head, "|" + "---|" * (len(tasks) + 3)]
+  for d, r in runs:
+    vals = [100 * r["tasks"][t][rule] if t in r["tasks"] else None for t in tasks]
+    have = [v for v in vals if v is not None]
+    avg = f"{sum(have) / len(have):.1f}" + ("" if len(have) == len(tasks) else "*")
+    cells = [f"{v:.1f}" if v is not None else "–" for v in vals]
+    lines.append(f"| {d} | {r.get('model', '?')} | " + " | ".join(cells) + f" | {avg} |")
+  lines += ["", "* average over the tasks that run has."]
+  text = "\n".join(lines) + "\n"
+  if out:
+    out = pathlib.Path(out)
+    atomic_write_text(out, text)
+    _plot_compare(out.with_suffix(".png"), runs, tasks, rule)
+  return text
+
+
+def _plot_compare(path, runs, tasks, rule):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  x = np.arange(len(tasks))
+  w = 0.8 / max(len(runs), 1)
+  fig, ax = plt.subplots(figsize=(1.4 * len(tasks) + 3, 3.8))
+  for i, (d, r) in enumerate(runs):
+    ax.bar(x + (i - (len(runs) - 1) / 2) * w,
+           [100 * r["tasks"][t][rule] if t in r["tasks"] else 0 for t in tasks], w,
+           label=pathlib.Path(d).name or d)
+  ax.set_xticks(x, [NAMES.get(t, t) for t in tasks])
+  ax.set_ylabel(f"{rule} (%)")
   ax.legend(fontsize=8)
   fig.tight_layout()
   tmp = path.with_suffix(".tmp.png")
