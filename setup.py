@@ -33,6 +33,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=9,<10", "pytest-xdist>=3.8,<4", "hypothesis>=6.100", "torch==2.13.0"],
+        "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },

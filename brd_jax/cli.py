@@ -160,8 +160,8 @@ def cmd_eval(args):
     if not tasks_lib.is_known(t):
       raise UserError(f"--tasks: unknown or not yet supported task {t!r} "
                       f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
-  if args.num_fewshot:
-    raise UserError("--num_fewshot > 0 is not supported yet (zero-shot only)")
+  if args.num_fewshot < 0:
+    raise UserError("--num_fewshot must be >= 0")
   for t in names:  # fail on missing data before loading any model
     tasks_lib.load(t, args.data_dir, 1)
   mesh = _setup(args)
@@ -180,9 +180,9 @@ def cmd_eval(args):
     divergence = Divergence(loaded.model, ref.model, loaded.tokenizer, args.token_budget)
   results = harness.evaluate(
       scorer, loaded.fingerprint, names, out, args.data_dir, args.limit, args.log_samples,
-      lambda task, n: tqdm(total=n, desc=task, unit="req"), divergence)
+      lambda task, n: tqdm(total=n, desc=task, unit="req"), divergence, args.num_fewshot)
   report.write(out, args.model, results, {"fingerprint": loaded.fingerprint,
-                                          "limit": args.limit,
+                                          "limit": args.limit, "num_fewshot": args.num_fewshot,
                                           "reference_model": args.reference_model})
   config.write_operative_config(out)
   print((out / "results.md").read_text())
@@ -218,7 +218,8 @@ def cmd_bench(args):
     train.run(args.model, batch=args.batch, seq_len=args.seq_len, steps=args.steps,
               json_path=args.json)
   else:
-    raise UserError(f"`brd bench {args.what}` is not implemented yet")
+    from brd_jax.benchmarks import eval as eval_bench  # pylint: disable=import-outside-toplevel
+    eval_bench.run(args.model, json_path=args.json)
 
 
 def _read_jsonl(path, fields=("prompt",)):
@@ -292,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--data_dir", help="folder with <task>/ files (default ../shared/data/eval "
                  "or $BRD_EVAL_DATA)")
   p.add_argument("--limit", type=int, help="first N examples per task")
-  p.add_argument("--num_fewshot", type=int, default=0)
+  p.add_argument("--num_fewshot", type=int, default=0, help="k solved demonstrations from the "
+                 "same file (never the document itself) before each prompt")
   p.add_argument("--log_samples", action="store_true", help="write samples_<task>.jsonl")
   p.add_argument("--reference_model", help="a teacher sharing the tokenizer: adds per-task "
                  "teacher-student cross-entropy and KL over context + gold answer")

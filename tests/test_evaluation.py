@@ -226,3 +226,19 @@ def test_report_lays_runs_side_by_side(tmp_path, capsys):
   assert "| 75.0 | – | 75.0* |" in row_b
   assert (tmp_path / "cmp.png").stat().st_size > 1000
   assert cli.main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_fewshot_demonstrations_never_include_the_document():
+  docs = [tasks.Doc(f"ctx {i}\nAnswer:", [" yes", " no"], i % 2) for i in range(10)]
+  shot = tasks.fewshot(docs, 3)
+  assert shot == tasks.fewshot(docs, 3)  # deterministic
+  for i, d in enumerate(shot):
+    parts = d.context.split("\n\n")
+    assert len(parts) == 4 and parts[-1] == docs[i].context and d.choices == docs[i].choices
+    for demo in parts[:3]:
+      j = int(demo.split()[1])
+      assert j != i and demo == docs[j].context + docs[j].choices[docs[j].gold]
+  nli = tasks.fewshot([tasks.Doc("", [" a, right? Yes, b", " a, right? No, b"], 0)] * 3, 1)
+  assert nli[0].context == "a, right? Yes, b\n\n" and nli[0].choices[0] == "a, right? Yes, b"
+  with pytest.raises(UserError):
+    tasks.fewshot(docs[:2], 2)

@@ -71,14 +71,16 @@ def score_docs(docs, lls, ntoks) -> dict:
 
 
 def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit=None,
-             log_samples: bool = False, progress_factory=None, divergence=None) -> dict:
+             log_samples: bool = False, progress_factory=None, divergence=None,
+             num_fewshot: int = 0) -> dict:
   """Scores each task (resuming from the cache); with `divergence` (a `Divergence` over the
   student and a reference model) also the teacher-student CE / KL over context + gold answer."""
   out_dir = pathlib.Path(out_dir)
   cache = Cache(out_dir / "cache" / f"{fingerprint}.jsonl")
   results = {}
   for task in task_names:
-    docs = tasks_lib.load(task, data_dir, limit)
+    pool = tasks_lib.load(task, data_dir)
+    docs = tasks_lib.fewshot(pool, num_fewshot)[:limit] if num_fewshot else pool[:limit or None]
     t0 = time.perf_counter()
     reqs = [(d.context, c) for d in docs for c in d.choices]
     todo = sorted({Cache.key(*r): r for r in reqs if Cache.key(*r) not in cache.data}.items())

@@ -17,7 +17,9 @@ def write(out_dir, model_name: str, results: dict, meta: dict) -> None:
       {"model": model_name, **meta, "tasks": results}, indent=2) + "\n")
   tasks = list(results)
   head = "| rule | " + " | ".join(NAMES.get(t, t) for t in tasks) + " | Avg |"
-  lines = [f"# Zero-shot accuracy: {model_name}", "", head,
+  shots = meta.get("num_fewshot") or 0
+  title = f"{shots}-shot" if shots else "Zero-shot"
+  lines = [f"# {title} accuracy: {model_name}", "", head,
            "|" + "---|" * (len(tasks) + 2)]
   for rule in RULES:
     vals = [100 * results[t][rule] for t in tasks]

@@ -174,3 +174,27 @@ def load(task: str, data_dir=None, limit: int | None = None) -> list[Doc]:
   if not docs:
     raise UserError(f"task {task}: no examples found under {d / task}")
   return docs[:limit] if limit else docs
+
+
+def fewshot(docs: list[Doc], k: int, seed: int = 1234) -> list[Doc]:
+  """Prefixes each doc with k solved demonstrations from the same split, never the doc itself.
+
+  The local files hold one split per task, so demonstrations come from it with the doc left out
+  (what lm-eval does when the few-shot split is the evaluated one). Demonstrations are joined by
+  a blank line; the sample for doc i depends only on (seed, i).
+  """
+  import random  # pylint: disable=import-outside-toplevel
+  if k <= 0:
+    return docs
+  if len(docs) <= k:
+    raise UserError(f"--num_fewshot {k} needs more than {k} documents (have {len(docs)})")
+  out = []
+  for i, d in enumerate(docs):
+    rng = random.Random(seed * 1_000_003 + i)
+    picks = [j for j in rng.sample(range(len(docs)), k + 1) if j != i][:k]
+    demos = [docs[j].context + docs[j].choices[docs[j].gold] for j in picks]
+    demos = [x.lstrip() if not docs[j].context else x for x, j in zip(demos, picks)]
+    out.append(Doc("\n\n".join(demos) + "\n\n" + d.context if d.context else
+                   "\n\n".join(demos) + "\n\n",
+                   [c.lstrip() for c in d.choices] if not d.context else d.choices, d.gold))
+  return out
