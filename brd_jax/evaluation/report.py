@@ -40,19 +40,28 @@ def write(out_dir, model_name: str, results: dict, meta: dict) -> None:
 
 
 def _plot(path, model_name, results):
+  tasks = list(results)
+  series = [(rule, [100 * results[t][rule] for t in tasks],
+             [100 * results[t][rule + "_stderr"] for t in tasks]) for rule in RULES]
+  _grouped_bars(path, [NAMES.get(t, t) for t in tasks], series, "accuracy (%)",
+                f"{model_name}")
+
+
+def _grouped_bars(path, labels, series, ylabel, title=None):
+  """One group of bars per label, one bar per (name, values, errors or None) series."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  tasks = list(results)
-  x = np.arange(len(tasks))
-  fig, ax = plt.subplots(figsize=(1.6 * len(tasks) + 2, 3.6))
-  for i, rule in enumerate(RULES):
-    ax.bar(x + (i - 1) * 0.27, [100 * results[t][rule] for t in tasks], 0.27, label=rule,
-           yerr=[100 * results[t][rule + "_stderr"] for t in tasks], capsize=2)
-  ax.set_xticks(x, [NAMES.get(t, t) for t in tasks])
-  ax.set_ylabel("accuracy (%)")
-  ax.set_title(f"zero-shot: {model_name}")
+  x = np.arange(len(labels))
+  w = 0.8 / max(len(series), 1)
+  fig, ax = plt.subplots(figsize=(1.5 * len(labels) + 2.5, 3.7))
+  for i, (name, values, errors) in enumerate(series):
+    ax.bar(x + (i - (len(series) - 1) / 2) * w, values, w, label=name, yerr=errors, capsize=2)
+  ax.set_xticks(x, labels)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
   ax.legend(fontsize=8)
   fig.tight_layout()
   tmp = path.with_suffix(".tmp.png")
@@ -99,22 +108,7 @@ def compare(run_dirs, rule: str = "acc_mean_token", out: str | pathlib.Path | No
 
 
 def _plot_compare(path, runs, tasks, rule):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  x = np.arange(len(tasks))
-  w = 0.8 / max(len(runs), 1)
-  fig, ax = plt.subplots(figsize=(1.4 * len(tasks) + 3, 3.8))
-  for i, (d, r) in enumerate(runs):
-    ax.bar(x + (i - (len(runs) - 1) / 2) * w,
-           [100 * r["tasks"][t][rule] if t in r["tasks"] else 0 for t in tasks], w,
-           label=pathlib.Path(d).name or d)
-  ax.set_xticks(x, [NAMES.get(t, t) for t in tasks])
-  ax.set_ylabel(f"{rule} (%)")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  tmp = path.with_suffix(".tmp.png")
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  tmp.replace(path)
+  series = [(pathlib.Path(d).name or d,
+             [100 * r["tasks"][t][rule] if t in r["tasks"] else 0 for t in tasks], None)
+            for d, r in runs]
+  _grouped_bars(path, [NAMES.get(t, t) for t in tasks], series, f"{rule} (%)")
