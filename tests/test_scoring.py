@@ -26,6 +26,10 @@ def test_loglik_ids_match_transformers(tmp_path, mesh8):
   rng = np.random.default_rng(0)
   pairs = [(rng.integers(3, 128, int(rng.integers(1, 40))).tolist(),
             rng.integers(3, 128, int(rng.integers(1, 6))).tolist()) for _ in range(37)]
+  # Multiple-choice requests: one-token answers share one row (same model input), a two-token
+  # answer whose input differs does not; a duplicate request shares too.
+  shared_ctx = rng.integers(3, 128, 25).tolist()
+  pairs += [(shared_ctx, [a]) for a in (5, 9, 77)] + [(shared_ctx, [9, 14]), (shared_ctx, [5])]
   got = Scorer(model, token_budget=256).loglik_ids(pairs)
   for (ctx, cont), g in zip(pairs, got):
     ll, greedy = _torch_loglik(ref, ctx, cont)

@@ -53,9 +53,11 @@ def length_bucket(n: int) -> int:
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _score(graphdef, state, tokens_BT, seg_BT, pos_BC, targets_BC, valid_BC):
-  """Sum of log p(target) over the C scored positions of each row, and whether all are argmax.
+  """log p(target) and whether it is the argmax, at each of the C scored slots of each row.
 
-  The vocabulary projection runs only at scored positions (usually a handful per row).
+  A slot is a (position, target) pair; several requests that feed the model the same tokens
+  share one row and put their slots side by side. The vocabulary projection runs only at the
+  scored positions (usually a handful per row).
   """
   COMPILES["score"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
@@ -66,7 +68,7 @@ def _score(graphdef, state, tokens_BT, seg_BT, pos_BC, targets_BC, valid_BC):
   tgt = jnp.take_along_axis(logits, targets_BC[..., None], -1)[..., 0]
   lp = jnp.where(valid_BC, tgt - lse, 0.0)
   greedy = jnp.where(valid_BC, jnp.argmax(logits, -1) == targets_BC, True)
-  return lp.sum(-1), jnp.all(greedy, -1)
+  return lp, greedy
 
 
 class Scorer:
@@ -97,44 +99,52 @@ class Scorer:
     return self.loglik_ids(pairs, progress)
 
   def loglik_ids(self, pairs: Sequence[tuple[list[int], list[int]]], progress=None) -> list[LogLik]:
-    rows = []
-    for ctx, cont in pairs:
+    """Requests whose model input (context + continuation minus its last token) is identical,
+    e.g. every one-token answer of a multiple-choice question, are scored in one row."""
+    rows: dict[tuple, list] = {}  # model input -> [(request index, first position, targets)]
+    for j, (ctx, cont) in enumerate(pairs):
       if not cont:
         raise ValueError("empty continuation")
       whole = (list(ctx) + list(cont))[-(self.max_len + 1):]
-      rows.append((whole[:-1], whole[1:], min(len(cont), len(whole) - 1)))
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-    out: list[LogLik | None] = [None] * len(rows)
+      inp, n = tuple(whole[:-1]), min(len(cont), len(whole) - 1)
+      rows.setdefault(inp, []).append((j, len(inp) - n, whole[-n:]))
+    inputs = sorted(rows, key=len, reverse=True)
+    out: list[LogLik | None] = [None] * len(pairs)
     i = 0
-    while i < len(order):
-      T = length_bucket(len(rows[order[i]][0]))
+    while i < len(inputs):
+      T = length_bucket(len(inputs[i]))
       B = max(self._rows, self.token_budget // T // self._rows * self._rows)
-      idx = order[i:i + B]
+      group = inputs[i:i + B]
       batch = max(self._rows, 1)
-      while batch < len(idx):
+      while batch < len(group):
         batch *= 2
       batch = min(batch, B)
-      C = bucket(max(rows[j][2] for j in idx), 4)
+      C = bucket(max(sum(len(t) for _, _, t in rows[g]) for g in group), 4)
       tokens = np.zeros((batch, T), np.int32)
       seg = np.zeros((batch, T), np.int32)
       pos = np.zeros((batch, C), np.int32)
       targets = np.zeros((batch, C), np.int32)
       valid = np.zeros((batch, C), bool)
-      for r, j in enumerate(idx):
-        inp, tgt, n = rows[j]
-        tokens[r, :len(inp)], seg[r, :len(inp)] = inp, 1
-        pos[r, :n] = np.arange(len(inp) - n, len(inp))
-        targets[r, :n] = tgt[len(inp) - n:]
-        valid[r, :n] = True
-      seg[len(idx):, 0] = 1
+      slots = []  # (request, row, first slot, n)
+      for r, g in enumerate(group):
+        tokens[r, :len(g)], seg[r, :len(g)] = g, 1
+        c = 0
+        for j, start, tgt in rows[g]:
+          n = len(tgt)
+          pos[r, c:c + n] = np.arange(start, start + n)
+          targets[r, c:c + n] = tgt
+          valid[r, c:c + n] = True
+          slots.append((j, r, c, n))
+          c += n
+      seg[len(group):, 0] = 1
       lp, greedy = _score(self._graphdef, self._state,
                           *map(self._place, (tokens, seg, pos, targets, valid)))
       lp, greedy = np.asarray(lp), np.asarray(greedy)
-      for r, j in enumerate(idx):
-        out[j] = LogLik(float(lp[r]), rows[j][2], bool(greedy[r]))
-      i += len(idx)
+      for j, r, c, n in slots:
+        out[j] = LogLik(float(lp[r, c:c + n].sum()), n, bool(greedy[r, c:c + n].all()))
+      i += len(group)
       if progress is not None:
-        progress(len(idx))
+        progress(len(slots))
     return out
 
   def _place(self, arr):
