@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch", type=int, help="decode: 32, train: 8")
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--seq_len", type=int, default=128, help="train: sequence length")
-  p.add_argument("--steps", type=int, default=3, help="train: timed steps per side")
+  p.add_argument("--steps", type=int, default=5, help="train: timed steps per side (median)")
   _gin_flags(p)
   p.set_defaults(func=cmd_bench)
 

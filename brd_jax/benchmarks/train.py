@@ -18,7 +18,7 @@ from brd_jax.benchmarks import report
 
 
 def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = None,
-        seq_len: int = 128, steps: int = 3, json_path: str | None = None) -> dict:
+        seq_len: int = 128, steps: int = 5, json_path: str | None = None) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel

@@ -137,6 +137,24 @@ def attention_mask(seg_q_BT, q_slot_T, seg_k_BS, k_slot_S):
   return ((causal & same & real) | self_slot)[:, None]  # B,1,T,S
 
 
+def grouped_attention(q_BTNH, k_BSKH, v_BSKH, mask_B1TS, scale):
+  """Softmax attention with query heads grouped over their kv head, computed heads-first.
+
+  Used on CPU without a cache (training, scoring): heads-first batched matmuls run ~25% faster
+  there than `jax.nn.dot_product_attention`. Accelerators keep the fused (cuDNN / TPU) kernel
+  and the cached decode path keeps the cache layout.
+  """
+  B, T, N, H = q_BTNH.shape
+  K = k_BSKH.shape[2]
+  q = q_BTNH.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # B,K,G,T,H
+  k, v = k_BSKH.transpose(0, 2, 1, 3), v_BSKH.transpose(0, 2, 1, 3)  # B,K,S,H
+  s = jnp.einsum("bkgth,bksh->bkgts", q, k).astype(jnp.float32) * scale
+  s = jnp.where(mask_B1TS[:, :, None], s, jnp.finfo(jnp.float32).min)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+  o = jnp.einsum("bkgts,bksh->bkgth", p, v)
+  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
+
+
 def _proj(h_BTD, w_DNH):
   """(B,T,D) x (D,N,H) -> (B,T,N,H) as one 2-D matmul."""
   D, N, H = w_DNH.shape
@@ -165,7 +183,10 @@ def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, k
           jax.lax.dynamic_update_slice(kv[1], v[None].astype(kv[1].dtype), at))
     k = jax.lax.dynamic_index_in_dim(kv[0], layer, 0, keepdims=False).astype(dt)
     v = jax.lax.dynamic_index_in_dim(kv[1], layer, 0, keepdims=False).astype(dt)
-  o = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS, scale=cfg.head_dim ** -0.5)
+  if kv is None and jax.default_backend() == "cpu":
+    o = grouped_attention(q, k, v, mask_B1TS, cfg.head_dim ** -0.5)
+  else:
+    o = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS, scale=cfg.head_dim ** -0.5)
   # 2-D matmuls on reshaped (free) weight views: XLA CPU would otherwise transpose weights
   # inside the decode loop on every step.
   o = o.reshape(*o.shape[:2], -1) @ p["wo"].reshape(-1, p["wo"].shape[-1])
