@@ -290,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="comma-separated: xnli, rte, cb, pawsx, boolq, sst2, bigbench:NAME "
                  "(a task of the bigbench-tasks asset or a path to a task.json)")
   p.add_argument("--out", required=True, help="output dir (results.json/.md/.png, cache/)")
-  p.add_argument("--data_dir", help="folder with <task>/ files (default ../shared/data/eval "
+  p.add_argument("--data_dir", help="folder with <task>/ files, or hf (HF hub names), "
+                 "hf:DIR (save_to_disk copies in DIR/<task>), tfds[:DATA_DIR] "
+                 "(default ../shared/data/eval "
                  "or $BRD_EVAL_DATA)")
   p.add_argument("--limit", type=int, help="first N examples per task")
   p.add_argument("--num_fewshot", type=int, default=0, help="k solved demonstrations from the "

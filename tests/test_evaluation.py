@@ -242,3 +242,34 @@ def test_fewshot_demonstrations_never_include_the_document():
   assert nli[0].context == "a, right? Yes, b\n\n" and nli[0].choices[0] == "a, right? Yes, b"
   with pytest.raises(UserError):
     tasks.fewshot(docs[:2], 2)
+
+
+@needs_data
+def test_hf_saved_datasets_give_the_same_docs_as_the_files(tmp_path):
+  import datasets
+  rows = {
+      "rte": tasks._jsonl(SHARED / "rte" / "val.jsonl")[:40],
+      "cb": tasks._jsonl(SHARED / "cb" / "val.jsonl"),
+      "boolq": tasks._jsonl(SHARED / "boolq" / "val.jsonl")[:20],
+      "xnli": tasks._jsonl(SHARED / "xnli" / "derived_format" / "test-en.hf.jsonl")[:30],
+  }
+  sst = [r for r in tasks._tsv(SHARED / "sst2" / "dev.tsv")[1:] if r][:30]
+  rows["sst2"] = [{"sentence": r[0], "label": int(r[-1])} for r in sst]
+  paws = tasks._tsv(SHARED / "pawsx" / "derived_format" / "dev-en.xtreme.tsv")[:30]
+  rows["pawsx"] = [{"sentence1": a, "sentence2": b, "label": int(c)} for a, b, c in paws]
+  for task, rs in rows.items():
+    if task == "rte":  # the HF schema has integer labels
+      rs = [{**r, "label": 0 if r["label"] == "entailment" else 1} for r in rs]
+    if task == "cb":
+      rs = [{**r, "label": {"entailment": 0, "contradiction": 1, "neutral": 2}[r["label"]]}
+            for r in rs]
+    datasets.Dataset.from_list(rs).save_to_disk(str(tmp_path / task))
+    got = tasks.load(task, f"hf:{tmp_path}")
+    want = tasks.load(task)[:len(rs)]
+    assert got == want, task
+  with pytest.raises(UserError, match="rte"):
+    tasks.load("rte", f"hf:{tmp_path / 'missing'}")
+  with pytest.raises(UserError, match="TFDS"):
+    tasks.load("rte", f"tfds:{tmp_path / 'no_tfds'}")
+  with pytest.raises(UserError, match="no TFDS builder"):
+    tasks.load("xnli", "tfds")

@@ -56,44 +56,67 @@ def _find(data_dir: pathlib.Path, task: str, names) -> pathlib.Path:
 _NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
 
-def load_rte(d):
-  rows = _jsonl(_find(d, "rte", ["val.jsonl"]))
+def rte_docs(rows):
   gold = lambda lab: 0 if lab in ("entailment", 0) else 1
   return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']} True or False?\nAnswer:",
               [" True", " False"], gold(r["label"])) for r in rows]
 
 
-def load_cb(d):
-  rows = _jsonl(_find(d, "cb", ["val.jsonl"]))
+def cb_docs(rows):
   order = {"entailment": 0, "contradiction": 1, "neutral": 2}
   return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']}. True, False, or Neither?\nAnswer:",
               [" True", " False", " Neither"],
               order[r["label"]] if isinstance(r["label"], str) else r["label"]) for r in rows]
 
 
-def load_boolq(d):
-  rows = _jsonl(_find(d, "boolq", ["val.jsonl"]))
+def boolq_docs(rows):
   return [Doc(f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:", [" no", " yes"],
               int(r["label"] in (True, 1, "true", "True"))) for r in rows]
 
 
-def load_sst2(d):
-  rows = _tsv(_find(d, "sst2", ["dev.tsv"]))
-  if rows and rows[0][-1] == "label":
-    rows = rows[1:]
-  return [Doc(f"{r[0].strip()}\nQuestion: Is this sentence positive or negative?\nAnswer:",
-              [" negative", " positive"], int(r[-1])) for r in rows if r]
+def sst2_docs(rows):
+  return [Doc(f"{r['sentence'].strip()}\nQuestion: Is this sentence positive or negative?\n"
+              "Answer:", [" negative", " positive"], int(r["label"])) for r in rows]
 
 
 def _xnli_doc(premise, hypothesis, gold):
   return Doc("", [f" {premise}, right? {w}, {hypothesis}" for w in ("Yes", "Also", "No")], gold)
 
 
+def xnli_docs(rows):  # HF schema: premise, hypothesis, label (0 ent, 1 neu, 2 con)
+  return [_xnli_doc(r["premise"], r["hypothesis"], int(r["label"])) for r in rows]
+
+
+def pawsx_docs(rows):
+  return [Doc("", [f" {r['sentence1']}, right? No, {r['sentence2']}",
+                   f" {r['sentence1']}, right? Yes, {r['sentence2']}"], int(r["label"]))
+          for r in rows]
+
+
+def load_rte(d):
+  return rte_docs(_jsonl(_find(d, "rte", ["val.jsonl"])))
+
+
+def load_cb(d):
+  return cb_docs(_jsonl(_find(d, "cb", ["val.jsonl"])))
+
+
+def load_boolq(d):
+  return boolq_docs(_jsonl(_find(d, "boolq", ["val.jsonl"])))
+
+
+def load_sst2(d):
+  rows = _tsv(_find(d, "sst2", ["dev.tsv"]))
+  if rows and rows[0][-1] == "label":
+    rows = rows[1:]
+  return sst2_docs({"sentence": r[0], "label": r[-1]} for r in rows if r)
+
+
 def load_xnli(d):
   path = _find(d, "xnli", ["xnli.test.tsv", "derived_format/test-en.hf.jsonl",
                            "derived_format/dev-en.xtreme.tsv"])
-  if path.suffix == ".jsonl":  # HF schema: premise, hypothesis, label (0 ent, 1 neu, 2 con)
-    return [_xnli_doc(r["premise"], r["hypothesis"], int(r["label"])) for r in _jsonl(path)]
+  if path.suffix == ".jsonl":
+    return xnli_docs(_jsonl(path))
   rows = _tsv(path)
   if rows and "gold_label" in rows[0]:  # official: language, gold_label, ..., sentence1, sentence2
     head = rows[0]
@@ -108,8 +131,55 @@ def load_pawsx(d):
   rows = _tsv(path)
   if rows and rows[0][:1] == ["id"]:  # official: id, sentence1, sentence2, label
     rows = [r[1:] for r in rows[1:]]
-  return [Doc("", [f" {s1}, right? No, {s2}", f" {s1}, right? Yes, {s2}"], int(lab))
-          for s1, s2, lab in (r for r in rows if len(r) == 3)]
+  return pawsx_docs({"sentence1": a, "sentence2": b, "label": c}
+                    for a, b, c in (r for r in rows if len(r) == 3))
+
+
+# task -> (HF datasets path, config, split), (TFDS name, split) and the row -> Doc builder.
+DATASETS = {
+    "rte": (("super_glue", "rte", "validation"), ("super_glue/rte", "validation"), rte_docs),
+    "cb": (("super_glue", "cb", "validation"), ("super_glue/cb", "validation"), cb_docs),
+    "boolq": (("super_glue", "boolq", "validation"), ("super_glue/boolq", "validation"),
+              boolq_docs),
+    "sst2": (("glue", "sst2", "validation"), ("glue/sst2", "validation"), sst2_docs),
+    "xnli": (("xnli", "en", "test"), None, xnli_docs),
+    "pawsx": (("paws-x", "en", "test"), None, pawsx_docs),
+}
+
+
+def _decode(v):
+  if isinstance(v, bytes):
+    return v.decode("utf-8")
+  return v.item() if hasattr(v, "item") else v
+
+
+def load_dataset_source(task: str, source: str) -> list[Doc]:
+  """`hf` (HF hub names, online), `hf:DIR` (DIR/<task> saved with `save_to_disk`),
+  `tfds` or `tfds:DATA_DIR` (prepared TFDS builders; GLUE / SuperGLUE tasks)."""
+  hf_spec, tfds_spec, docs = DATASETS[task]
+  kind, _, where = source.partition(":")
+  if kind == "hf":
+    import datasets  # pylint: disable=import-outside-toplevel
+    try:
+      if where:
+        ds = datasets.load_from_disk(str(pathlib.Path(where) / task))
+        if isinstance(ds, datasets.DatasetDict):
+          ds = ds[hf_spec[2]]
+      else:
+        ds = datasets.load_dataset(hf_spec[0], hf_spec[1], split=hf_spec[2])
+    except Exception as e:  # pylint: disable=broad-except  # offline, missing, wrong layout
+      raise UserError(f"task {task}: HF dataset {'/'.join(hf_spec)} could not be loaded "
+                      f"from {where or 'the hub'} ({type(e).__name__}: {str(e)[:120]})") from None
+    return docs(list(ds))
+  if tfds_spec is None:
+    raise UserError(f"task {task}: no TFDS builder; use the local files or --data_dir hf")
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  try:
+    ds = tfds.load(tfds_spec[0], split=tfds_spec[1], data_dir=where or None, download=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"task {task}: TFDS {tfds_spec[0]} is not prepared in "
+                    f"{where or 'the default data dir'} ({type(e).__name__})") from None
+  return docs([{k: _decode(v) for k, v in ex.items()} for ex in tfds.as_numpy(ds)])
 
 
 def load_bigbench(spec: str) -> list[Doc]:
@@ -166,6 +236,9 @@ def load(task: str, data_dir=None, limit: int | None = None) -> list[Doc]:
     return docs[:limit] if limit else docs
   if task not in LOADERS:
     raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}, bigbench:NAME")
+  if data_dir and str(data_dir).split(":", 1)[0] in ("hf", "tfds"):
+    docs = load_dataset_source(task, str(data_dir))
+    return docs[:limit] if limit else docs
   d = pathlib.Path(data_dir) if data_dir else default_data_dir()
   try:
     docs = LOADERS[task](d)
