@@ -38,6 +38,14 @@ def example_ids(batch: dict) -> list[str]:
   return out
 
 
+def _any_host(flag: bool) -> bool:
+  """True on every host when any host saw the flag (all must save the same step together)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+
+
 class _Stop:
   """SIGTERM (preemption) -> save at the next step boundary, then exit."""
 
@@ -83,7 +91,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
                          tcfg.async_checkpoints)
   start = ck.latest_step()
   stream = {**{k: getattr(dcfg, k) for k in _STREAM_KEYS if hasattr(dcfg, k)},
-            "batch_size": tcfg.batch_size}
+            "batch_size": tcfg.batch_size, "hosts": jax.process_count()}
   if start is None:
     model, cfg, tok, prov = student.init(scfg, mesh, tcfg.seed)
     _save_tokenizer(tok, workdir)
@@ -137,7 +145,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step",
              disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
-  first, t_last, step_last, s = True, time.perf_counter(), start, start
+  first, t_last, step_last, s, stopping = True, time.perf_counter(), start, start, False
   with _Stop() as stop:
     for s in range(start + 1, tcfg.steps + 1):
       try:
@@ -163,11 +171,12 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
         t_last, step_last, first = time.perf_counter(), s, False
       bar.update(1)
-      if s % tcfg.checkpoint_every == 0 or s == tcfg.steps or stop.requested:
+      stopping = _any_host(stop.requested)
+      if s % tcfg.checkpoint_every == 0 or s == tcfg.steps or stopping:
         ck.save(s, state, {"batches_consumed": s}, meta, force=True)
       if fault and s == fault:
         os.kill(os.getpid(), signal.SIGKILL)
-      if stop.requested:
+      if stopping:
         logging.warning("SIGTERM: saved step %d, exiting", s)
         break
   bar.close()
@@ -176,4 +185,4 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   writer.close()
   if jax.process_index() == 0:
     metrics_lib.plot(workdir)
-  return {"steps": s, "workdir": str(workdir), "preempted": stop.requested}
+  return {"steps": s, "workdir": str(workdir), "preempted": stopping}
