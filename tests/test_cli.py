@@ -11,7 +11,7 @@ import hf_tiny
 from brd_jax import cli
 
 SUBCOMMANDS = ["corpus", "generate", "train", "eval", "pipeline", "convert", "complete", "loglik",
-               "plan", "bench", "assets", "plot"]
+               "plan", "bench", "assets", "plot", "report"]
 
 
 def _brd(*args, timeout=120):
