@@ -86,11 +86,11 @@ def test_packed_batch_gives_each_example_its_unpacked_loss():
   packed = {"decoder_input_tokens": pad(inp), "decoder_target_tokens": pad(tgt),
             "decoder_loss_weights": (pad(tgt) != 0).astype(np.int32),
             "decoder_segment_ids": pad(seg), "decoder_positions": pad(pos)}
-  _, nll = step_lib.loss_terms(bind, params, packed, TrainConfig())
+  _, nll = step_lib.loss_terms(bind, params, packed)
   per_seg, count = losses.per_segment_mean(nll, packed["decoder_loss_weights"],
                                            packed["decoder_segment_ids"], 3)
   alone = _lm_batch(examples, 16)
-  _, nll1 = step_lib.loss_terms(bind, params, alone, TrainConfig())
+  _, nll1 = step_lib.loss_terms(bind, params, alone)
   w = alone["decoder_loss_weights"]
   unpacked = (np.asarray(nll1) * w).sum(1) / w.sum(1)
   np.testing.assert_array_equal(np.asarray(count[0]), [9, 14, 5])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -14,10 +15,11 @@ from brd_jax import sharding
 from brd_jax.training import losses
 from brd_jax.training.config import TrainConfig
 
+
 def normalize_batch(batch: dict) -> dict:
-  """Unpacked seqio batches carry no segment ids / positions: derive them (0 = padding)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  out = {k: np.asarray(v, np.int32) for k, v in batch.items()}
+  """int32 seqio features; unpacked batches get segment ids / positions (0 = padding)."""
+  out = {k: np.asarray(v, np.int32) if k.startswith("decoder_") else np.asarray(v)
+         for k, v in batch.items()}
   if "decoder_segment_ids" not in out:
     real = out["decoder_target_tokens"] != 0
     out["decoder_segment_ids"] = real.astype(np.int32)
@@ -38,7 +40,7 @@ def batch_sharding(mesh):
   return NamedSharding(mesh, sharding.logical_to_spec(("batch", "length"), mesh=mesh))
 
 
-def loss_terms(bind, params, mb: dict, cfg: TrainConfig):
+def loss_terms(bind, params, mb: dict):
   """Sums over real target tokens: (nll, z, kd, weights) and per-token nll."""
   model = bind(params)
   logits, _ = model(mb["decoder_input_tokens"], positions_BT=mb["decoder_positions"],
@@ -58,7 +60,7 @@ def make_train_step(bind, tx, cfg: TrainConfig, mesh, shardings):
   A = cfg.grad_accum
 
   def objective(params, mb, total_w):
-    t, _ = loss_terms(bind, params, mb, cfg)
+    t, _ = loss_terms(bind, params, mb)
     obj = t["nll"] + cfg.z_loss * t["z"] + cfg.kd_weight * t.get("kd", 0.0)
     return obj / total_w, t
 
