@@ -106,9 +106,8 @@ def test_grad_accumulation_equals_one_big_batch(mesh8):
     model = build.create(mc.named_config("llama_tiny"), mesh8)
     params, bind = build.functional(model)
     tx = optim.optimizer(tcfg)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    sh = step_lib.state_shardings(build.pure_shardings(model.cfg, mesh8), tx, abstract, mesh8)
-    state = {"step": jnp.int32(0), "params": params, "opt": jax.jit(tx.init)(params)}
+    sh = step_lib.state_shardings(model.cfg, tx, params, mesh8)
+    state = step_lib.init_state(tx, params, sh, mesh8)
     fn = step_lib.make_train_step(bind, tx, tcfg, mesh8, sh)
     gb = {k: sharding.global_batch(v, mesh8) for k, v in batch.items()}
     state, m = fn(state, gb)

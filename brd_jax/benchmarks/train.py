@@ -47,9 +47,8 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = Non
                      decay="constant", weight_decay=0.1, clip_norm=1.0)
   params, bind = build.functional(loaded.model)
   tx = optim.optimizer(tcfg)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-  shardings = step_lib.state_shardings(build.pure_shardings(cfg, mesh), tx, abstract, mesh)
-  state = {"step": jax.numpy.int32(0), "params": params, "opt": jax.jit(tx.init)(params)}
+  shardings = step_lib.state_shardings(cfg, tx, params, mesh)
+  state = step_lib.init_state(tx, params, shardings, mesh)
   step_fn = step_lib.make_train_step(bind, tx, tcfg, mesh, shardings)
   ones = np.ones((batch, seq_len), np.int32)
   jbatch = {"decoder_input_tokens": tokens[:, :-1], "decoder_target_tokens": tokens[:, 1:],

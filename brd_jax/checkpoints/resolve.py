@@ -94,8 +94,8 @@ def load_tokenizer(spec: str):
     from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
     return gguf.GGUFFile(p).tokenizer()
   if k == "orbax":
-    p = p.parent if p.name == "checkpoints" else p
-    p = p / "tokenizer"
+    from brd_jax.checkpoints import orbax  # pylint: disable=import-outside-toplevel
+    p = orbax.checkpoint_dir(p).parent / "tokenizer"
   if p.is_dir() and _has_tokenizer(p):
     return tokenizer.from_dir(p)
   raise UserError(f"tokenizer {spec}: not 'bytes', a .gguf file or a directory with a tokenizer")

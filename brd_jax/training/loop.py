@@ -1,7 +1,6 @@
 """`brd train`: the training loop with exact resume, async checkpoints, metrics and a loss plot."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -110,17 +109,12 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
     params, bind = build.functional(build.abstract(cfg))
 
   tx = optim.optimizer(tcfg)
-  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-  shardings = step_lib.state_shardings(build.pure_shardings(cfg, mesh), tx, abstract_params, mesh)
+  shardings = step_lib.state_shardings(cfg, tx, params, mesh)
   if start is None:
-    with sharding.use_mesh(mesh):
-      opt = jax.jit(tx.init, out_shardings=shardings["opt"])(params)
-      step0 = jax.device_put(np.int32(0), shardings["step"])
-    state = {"step": step0, "params": params, "opt": opt}
+    state = step_lib.init_state(tx, params, shardings, mesh)
     start = 0
   else:
-    abs_state = {"step": jax.ShapeDtypeStruct((), np.int32), "params": abstract_params,
-                 "opt": jax.eval_shape(tx.init, abstract_params)}
+    abs_state = step_lib.abstract_state(tx, params)
     state, data_pos = ck.restore(start, orbax.abstract(abs_state, shardings))
     if data_pos["batches_consumed"] != start:
       raise UserError(f"{workdir}: checkpoint {start} has an inconsistent data position")

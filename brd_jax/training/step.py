@@ -12,6 +12,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from brd_jax import sharding
+from brd_jax.models import build
 from brd_jax.training import losses
 from brd_jax.training.config import TrainConfig
 
@@ -27,13 +28,28 @@ def normalize_batch(batch: dict) -> dict:
   return out
 
 
-def state_shardings(param_shardings, tx, abstract_params, mesh):
+def abstract_state(tx, params) -> dict:
+  """{"step", "params", "opt"} as ShapeDtypeStructs (params may be arrays or abstract)."""
+  abs_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+  return {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abs_params,
+          "opt": jax.eval_shape(tx.init, abs_params)}
+
+
+def state_shardings(cfg, tx, params, mesh):
   """Shardings of {"step", "params", "opt"}: optimizer moments follow their parameters."""
   replicated = NamedSharding(mesh, P())
-  abs_opt = jax.eval_shape(tx.init, abstract_params)
-  opt = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_shardings,
-                              transform_non_params=lambda _: replicated)
+  param_shardings = build.pure_shardings(cfg, mesh)
+  opt = optax.tree_map_params(tx, lambda _, s: s, abstract_state(tx, params)["opt"],
+                              param_shardings, transform_non_params=lambda _: replicated)
   return {"step": replicated, "params": param_shardings, "opt": opt}
+
+
+def init_state(tx, params, shardings, mesh) -> dict:
+  """Step 0: the optimizer state is created directly in its shardings."""
+  with sharding.use_mesh(mesh):
+    opt = jax.jit(tx.init, out_shardings=shardings["opt"])(params)
+    step = jax.device_put(np.int32(0), shardings["step"])
+  return {"step": step, "params": params, "opt": opt}
 
 
 def batch_sharding(mesh):
