@@ -122,3 +122,13 @@ def test_sharded_engine_gives_same_tokens(tiny, mesh8):
       models.create(tiny.cfg), lambda p, _: jax.device_put(state[p], shardings[p]))
   got = Engine(sharded, mesh=mesh8, max_batch=8).generate(prompts, 10, Sampling(), eos_ids=())
   assert [g.tokens for g in got] == [g.tokens for g in ref]
+
+
+def test_split_and_stacked_layers_give_the_same_generation(tiny):
+  """Accelerators decode with the stacked (scanned) weights, CPU with per-layer buffers."""
+  prompts = [PROMPT[:i + 1] * 3 for i in range(4)]
+  kw = dict(eos_ids=(), return_logprobs=True)
+  split = Engine(tiny, max_batch=4, split_layers=True).generate(prompts, 8, Sampling(), **kw)
+  stacked = Engine(tiny, max_batch=4, split_layers=False).generate(prompts, 8, Sampling(), **kw)
+  assert [g.tokens for g in split] == [g.tokens for g in stacked]
+  np.testing.assert_allclose([g.logprobs for g in split], [g.logprobs for g in stacked], atol=1e-5)

@@ -62,13 +62,14 @@ def _token_stats(logits_BV, tokens_B, top_n: int, want: bool = True):
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
     "max_new", "sampling_", "top_n", "want_lp", "pad_id", "eos"))
-def _prefill(graphdef, state, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, top_n, want_lp,
-             pad_id, eos):
+def _prefill(graphdef, state, layers, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, top_n,
+             want_lp, pad_id, eos):
   COMPILES["prefill"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
   B, P = tokens_BP.shape
   cache = model.init_cache(B, P + max_new)
-  hidden, cache = model(tokens_BP, segment_ids_BT=seg_BP, cache=cache, return_hidden=True)
+  hidden, cache = model(tokens_BP, segment_ids_BT=seg_BP, cache=cache, return_hidden=True,
+                        layer_params=layers)
   logits = model.logits(hidden[:, -1:])  # the vocab projection only where it is needed
   s = sampling_
   first = sampling.sample(logits[:, -1], keys_B, 0, s.temperature, s.top_k, s.top_p)
@@ -84,8 +85,8 @@ def _prefill(graphdef, state, tokens_BP, seg_BP, keys_B, *, max_new, sampling_, 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
     "sampling_", "top_n", "want_lp", "pad_id", "eos"), donate_argnames=("cache", "buf"))
-def _decode(graphdef, state, cache, buf, done, keys_B, start, stop, *, sampling_, top_n, want_lp,
-            pad_id, eos):
+def _decode(graphdef, state, layers, cache, buf, done, keys_B, start, stop, *, sampling_, top_n,
+            want_lp, pad_id, eos):
   """Steps start..stop-1 (or until every row is done); returns the updated state."""
   COMPILES["decode"] += 1
   model = nnx.merge(graphdef, state)
@@ -100,7 +101,8 @@ def _decode(graphdef, state, cache, buf, done, keys_B, start, stop, *, sampling_
   def body(c):
     i, cache, buf, done = c
     last = jnp.take_along_axis(buf["tokens"], (i - 1)[None, None].repeat(B, 0), 1)
-    logits, cache = model(last, segment_ids_BT=jnp.ones((B, 1), jnp.int32), cache=cache)
+    logits, cache = model(last, segment_ids_BT=jnp.ones((B, 1), jnp.int32), cache=cache,
+                          layer_params=layers)
     nxt = sampling.sample(logits[:, 0], keys_B, i, s.temperature, s.top_k, s.top_p)
     nxt = jnp.where(done, pad_id, nxt)
     lp, top_lp, top_ids = _token_stats(logits[:, 0], nxt, top_n, want_lp)
@@ -114,13 +116,20 @@ def _decode(graphdef, state, cache, buf, done, keys_B, start, stop, *, sampling_
 
 
 class Engine:
-  """Generates for batches of token-id prompts with one model (optionally sharded on `mesh`)."""
+  """Generates for batches of token-id prompts with one model (optionally sharded on `mesh`).
+
+  split_layers (default: on the CPU backend) gives each layer its own weight buffers; see
+  `Decoder.split_layers`.
+  """
 
   def __init__(self, model, tokenizer=None, mesh=None, max_batch: int = 32,
-               min_prompt_bucket: int = 16, chunk: int = 32):
+               min_prompt_bucket: int = 16, chunk: int = 32, split_layers: bool | None = None):
     self.model, self.tokenizer, self.mesh = model, tokenizer, mesh
     self.max_batch, self.min_prompt_bucket, self.chunk = max_batch, min_prompt_bucket, chunk
     self._graphdef, self._state = nnx.split(model)
+    if split_layers is None:
+      split_layers = jax.default_backend() == "cpu"
+    self._layers = model.split_layers() if split_layers else None
     self._row_multiple = sharding.batch_multiple(mesh)
 
   def _batch_bucket(self, n: int) -> int:
@@ -180,8 +189,8 @@ class Engine:
                   pad_id=pad_id, eos=eos)
     ctx = sharding.use_mesh(self.mesh) if self.mesh is not None else _nullcontext()
     with ctx:
-      cache, buf, done = _prefill(self._graphdef, self._state, tokens, seg, keys, max_new=new,
-                                  **static)
+      cache, buf, done = _prefill(self._graphdef, self._state, self._layers, tokens, seg, keys,
+                                  max_new=new, **static)
       host_done = np.asarray(done).copy()
       host_done[n:] = True
       done = jnp.asarray(host_done)
@@ -190,8 +199,8 @@ class Engine:
       chunk = self.chunk if stop else max_new_tokens
       while start < max_new_tokens and not host_done.all():
         end = min(start + chunk, max_new_tokens)
-        cache, buf, done = _decode(self._graphdef, self._state, cache, buf, done, keys,
-                                   jnp.int32(start), jnp.int32(end), **static)
+        cache, buf, done = _decode(self._graphdef, self._state, self._layers, cache, buf, done,
+                                   keys, jnp.int32(start), jnp.int32(end), **static)
         start = end
         host_done = np.asarray(done).copy()
         if stop:
