@@ -1,7 +1,8 @@
 """The pre-allocated KV cache: (layers, batch, kv_heads, slots, head_dim), sharded by logical axes.
 
-Heads before slots so decode attention reads a layer's keys as they lie: with slots first, XLA CPU
-transposed the whole layer cache on every step (~40% of a SmolLM2 decode step).
+Heads before slots so the grouped attention einsums read a layer's keys as they lie, with no
+per-layer transpose (SmolLM2 on this CPU, 32 x 64-token prefill: 3.2 s vs 3.7-3.9 s with slots
+first; decode steps equal within noise).
 """
 from __future__ import annotations
 

@@ -305,8 +305,8 @@ class Decoder(nnx.Module):
     """One dict of separate arrays per layer, for `__call__(layer_params=...)`.
 
     XLA CPU copies a layer's weights out of the stacked arrays on every use (scan or not); inside a
-    decode loop that is all the weights once per token. Separate buffers avoid it (~12% of a
-    SmolLM2 decode step) at the cost of a second copy of the layer weights.
+    decode loop that is all the weights once per token. Separate buffers avoid it (SmolLM2, batch 32,
+    this CPU: ~205 -> ~178 ms a step) at the cost of a second copy of the layer weights.
     """
     return [{k: v[...][i] for k, v in self.layers.items()} for i in range(self.cfg.n_layers)]
 
