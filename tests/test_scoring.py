@@ -5,7 +5,7 @@ import torch
 
 import hf_tiny
 from brd_jax.checkpoints import hf
-from brd_jax.inference.scoring import Scorer
+from brd_jax.inference.scoring import Scorer, share_prefixes
 
 
 def _torch_loglik(model, ctx, cont):
@@ -30,10 +30,20 @@ def test_loglik_ids_match_transformers(tmp_path, mesh8):
   # answer whose input differs does not; a duplicate request shares too.
   shared_ctx = rng.integers(3, 128, 25).tolist()
   pairs += [(shared_ctx, [a]) for a in (5, 9, 77)] + [(shared_ctx, [9, 14]), (shared_ctx, [5])]
+  # XNLI-shaped: one-token context, candidates "premise, right? Yes|Also|No, hypothesis" share
+  # the premise inside the continuation; one input is a prefix of another.
+  premise, hyp = rng.integers(3, 128, 20).tolist(), rng.integers(3, 128, 9).tolist()
+  pairs += [([1], premise + [m] + hyp) for m in (40, 41, 42)] + [([1], premise[:12])]
+  pairs += [([1], premise[:12] + [7])]
   got = Scorer(model, token_budget=256).loglik_ids(pairs)
+  unshared = Scorer(model, token_budget=256, share_prefix=False).loglik_ids(pairs)
+  np.testing.assert_allclose([g.loglik for g in got], [g.loglik for g in unshared], atol=1e-5)
   for (ctx, cont), g in zip(pairs, got):
     ll, greedy = _torch_loglik(ref, ctx, cont)
     assert abs(g.loglik - ll) < 1e-4 and g.n_tokens == len(cont) and g.is_greedy == greedy
+  inputs = {tuple((c + k)[:-1]) for c, k in pairs}
+  shared = [r for r in share_prefixes(inputs, 2048) if len(r[1]) > 1]
+  assert sorted(len(m) for _, m in shared) == [2, 5]  # shared_ctx (+ [9]); the five premise inputs
   # A greedy continuation is recognised as such.
   ctx = pairs[0][0]
   with torch.no_grad():

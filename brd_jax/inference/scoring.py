@@ -5,6 +5,10 @@ context's token count; trailing context spaces move to the continuation; an empt
 replaced by the prefix token (BOS, else EOS). Requests are sorted by length, bucketed (powers
 of two and their midpoints) and scored in jitted batches under a token budget (optionally
 sharded over the mesh); the vocabulary projection runs only at the scored positions.
+
+Requests whose inputs share a token prefix (the candidates of one multiple-choice question) share
+a row: the prefix once, then each candidate's remaining tokens as a branch that attends to the
+prefix and to itself, with positions continuing from the prefix.
 """
 from __future__ import annotations
 
@@ -51,17 +55,28 @@ def length_bucket(n: int) -> int:
     b *= 2
 
 
+def tree_mask(tree_BT):
+  """Causal mask over a row of [prefix | branch | branch ...]: tree id 0 = padding, 1 = prefix,
+  2+ = a branch, which sees the prefix and itself. A padding query sees only itself."""
+  T = tree_BT.shape[1]
+  slots = jnp.arange(T)
+  causal = slots[None, :] <= slots[:, None]
+  q, k = tree_BT[:, :, None], tree_BT[:, None, :]
+  allowed = causal & (k != 0) & (q != 0) & ((k == q) | ((k == 1) & (q > 1)))
+  return (allowed | (slots[None, :] == slots[:, None]))[:, None]
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
-def _score(graphdef, state, tokens_BT, seg_BT, pos_BC, targets_BC, valid_BC):
+def _score(graphdef, state, tokens_BT, tree_BT, positions_BT, pos_BC, targets_BC, valid_BC):
   """log p(target) and whether it is the argmax, at each of the C scored slots of each row.
 
-  A slot is a (position, target) pair; several requests that feed the model the same tokens
-  share one row and put their slots side by side. The vocabulary projection runs only at the
-  scored positions (usually a handful per row).
+  A slot is a (position, target) pair; the requests sharing a row put their slots side by side.
+  The vocabulary projection runs only at the scored positions (usually a handful per row).
   """
   COMPILES["score"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
-  hidden, _ = model(tokens_BT, segment_ids_BT=seg_BT, return_hidden=True)
+  hidden, _ = model(tokens_BT, positions_BT=positions_BT, segment_ids_BT=(tree_BT != 0),
+                    return_hidden=True, mask_B1TS=tree_mask(tree_BT))
   hidden = jnp.take_along_axis(hidden, pos_BC[..., None], axis=1)
   logits = model.logits(hidden)
   lse = jax.nn.logsumexp(logits, -1)
@@ -71,12 +86,36 @@ def _score(graphdef, state, tokens_BT, seg_BT, pos_BC, targets_BC, valid_BC):
   return lp, greedy
 
 
+def _common(a, b, n) -> int:
+  i = 0
+  while i < n and a[i] == b[i]:
+    i += 1
+  return i
+
+
+def share_prefixes(inputs, max_len: int, min_shared: int = 4, max_branches: int = 16):
+  """Unique inputs -> rows [(prefix length, members)]: neighbours in sorted order join a row while
+  they share >= min_shared leading tokens and the row (prefix + branches) fits max_len."""
+  rows = []
+  for inp in sorted(inputs):
+    if rows:
+      P, members = rows[-1]
+      p = _common(members[0], inp, min(P, len(inp)))
+      length = p + sum(len(m) - p for m in members) + len(inp) - p
+      if p >= min_shared and len(members) < max_branches and length <= max_len:
+        rows[-1] = (p, members + [inp])
+        continue
+    rows.append((len(inp), [inp]))
+  return rows
+
+
 class Scorer:
   """Scores (context ids, continuation ids) pairs with one model."""
 
   def __init__(self, model, tokenizer=None, mesh=None, max_len: int | None = None,
-               token_budget: int = 4096):
+               token_budget: int = 4096, share_prefix: bool = True):
     self.model, self.tokenizer, self.mesh = model, tokenizer, mesh
+    self.share_prefix = share_prefix
     self.max_len = max_len or model.cfg.max_len
     self.token_budget = token_budget
     self._graphdef, self._state = nnx.split(model)
@@ -99,46 +138,60 @@ class Scorer:
     return self.loglik_ids(pairs, progress)
 
   def loglik_ids(self, pairs: Sequence[tuple[list[int], list[int]]], progress=None) -> list[LogLik]:
-    """Requests whose model input (context + continuation minus its last token) is identical,
-    e.g. every one-token answer of a multiple-choice question, are scored in one row."""
-    rows: dict[tuple, list] = {}  # model input -> [(request index, first position, targets)]
+    """Requests with an identical model input (context + continuation minus its last token),
+    e.g. the one-token answers of a question, share its slots; inputs sharing a prefix share a
+    row (`share_prefixes`)."""
+    reqs: dict[tuple, list] = {}  # model input -> [(request index, first position, targets)]
     for j, (ctx, cont) in enumerate(pairs):
       if not cont:
         raise ValueError("empty continuation")
       whole = (list(ctx) + list(cont))[-(self.max_len + 1):]
       inp, n = tuple(whole[:-1]), min(len(cont), len(whole) - 1)
-      rows.setdefault(inp, []).append((j, len(inp) - n, whole[-n:]))
-    inputs = sorted(rows, key=len, reverse=True)
+      reqs.setdefault(inp, []).append((j, len(inp) - n, whole[-n:]))
+    if self.share_prefix:
+      rows = share_prefixes(reqs, self.max_len)
+    else:
+      rows = [(len(inp), [inp]) for inp in reqs]
+    width = lambda row: row[0] + sum(len(m) - row[0] for m in row[1])
+    rows.sort(key=width, reverse=True)
     out: list[LogLik | None] = [None] * len(pairs)
     i = 0
-    while i < len(inputs):
-      T = length_bucket(len(inputs[i]))
+    while i < len(rows):
+      T = length_bucket(width(rows[i]))
       B = max(self._rows, self.token_budget // T // self._rows * self._rows)
-      group = inputs[i:i + B]
+      group = rows[i:i + B]
       batch = max(self._rows, 1)
       while batch < len(group):
         batch *= 2
       batch = min(batch, B)
-      C = bucket(max(sum(len(t) for _, _, t in rows[g]) for g in group), 4)
+      C = bucket(max(sum(len(t) for m in members for _, _, t in reqs[m])
+                     for _, members in group), 4)
       tokens = np.zeros((batch, T), np.int32)
-      seg = np.zeros((batch, T), np.int32)
+      tree = np.zeros((batch, T), np.int32)
+      positions = np.zeros((batch, T), np.int32)
       pos = np.zeros((batch, C), np.int32)
       targets = np.zeros((batch, C), np.int32)
       valid = np.zeros((batch, C), bool)
       slots = []  # (request, row, first slot, n)
-      for r, g in enumerate(group):
-        tokens[r, :len(g)], seg[r, :len(g)] = g, 1
-        c = 0
-        for j, start, tgt in rows[g]:
-          n = len(tgt)
-          pos[r, c:c + n] = np.arange(start, start + n)
-          targets[r, c:c + n] = tgt
-          valid[r, c:c + n] = True
-          slots.append((j, r, c, n))
-          c += n
-      seg[len(group):, 0] = 1
+      for r, (P, members) in enumerate(group):
+        tokens[r, :P], tree[r, :P], positions[r, :P] = members[0][:P], 1, np.arange(P)
+        at, c = P, 0
+        for b, inp in enumerate(members):
+          rest = len(inp) - P
+          tokens[r, at:at + rest], tree[r, at:at + rest] = inp[P:], b + 2
+          positions[r, at:at + rest] = np.arange(P, len(inp))
+          for j, start, tgt in reqs[inp]:
+            n = len(tgt)
+            q = np.arange(start, start + n)
+            pos[r, c:c + n] = np.where(q < P, q, at + q - P)
+            targets[r, c:c + n] = tgt
+            valid[r, c:c + n] = True
+            slots.append((j, r, c, n))
+            c += n
+          at += rest
+      tree[len(group):, 0] = 1
       lp, greedy = _score(self._graphdef, self._state,
-                          *map(self._place, (tokens, seg, pos, targets, valid)))
+                          *map(self._place, (tokens, tree, positions, pos, targets, valid)))
       lp, greedy = np.asarray(lp), np.asarray(greedy)
       for j, r, c, n in slots:
         out[j] = LogLik(float(lp[r, c:c + n].sum()), n, bool(greedy[r, c:c + n].all()))

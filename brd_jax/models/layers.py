@@ -240,11 +240,12 @@ class Decoder(nnx.Module):
     return KVCache.zeros(self.cfg, batch, max_len, dtype or _DTYPES[self.cfg.dtype])
 
   def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache: KVCache | None = None,
-               return_hidden: bool = False, layer_params=None):
+               return_hidden: bool = False, layer_params=None, mask_B1TS=None):
     """Returns (logits_BTV fp32, updated cache or None).
 
     layer_params: per-layer parameter dicts (`split_layers`) used instead of slicing the stacked
     ones; the layers then run unrolled.
+    mask_B1TS: an explicit attention mask (no cache), e.g. candidates sharing one prefix in a row.
 
     segment_ids: 0 = padding, equal ids attend to each other (packing); default all ones.
     positions: default = index within the non-padding tokens of each row (left padding).
@@ -267,7 +268,7 @@ class Decoder(nnx.Module):
 
     if cache is None:
       slots = jnp.arange(T)
-      mask = attention_mask(seg, slots, seg, slots)
+      mask = attention_mask(seg, slots, seg, slots) if mask_B1TS is None else mask_B1TS
       index = None
     else:
       index = cache.index
