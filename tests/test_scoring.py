@@ -5,7 +5,7 @@ import torch
 
 import hf_tiny
 from brd_jax.checkpoints import hf
-from brd_jax.inference.scoring import Scorer, share_prefixes
+from brd_jax.inference.scoring import Scorer, pack, share_prefixes
 
 
 def _torch_loglik(model, ctx, cont):
@@ -77,3 +77,17 @@ def test_smollm2_loglik_of_200_requests(smollm2_gguf):
     ll, greedy = _torch_loglik(theirs, ctx, cont)
     worst = max(worst, abs(ll - g.loglik))
   assert worst < 2e-3, worst
+
+
+def test_pack_places_every_unit_once_within_row_length_and_budget():
+  rng = np.random.default_rng(3)
+  widths = sorted(rng.integers(1, 300, 500).tolist(), reverse=True)
+  batches = pack(widths, token_budget=1024, rows_multiple=2)
+  placed = sorted(k for _, rows in batches for row in rows for k in row)
+  assert placed == list(range(len(widths)))
+  for T, rows in batches:
+    assert len(rows) <= max(2, 1024 // T // 2 * 2)
+    assert all(sum(widths[k] for k in row) <= T for row in rows)
+  # Packing several units per row beats one unit per row by a wide margin on short units.
+  rows_used = sum(len(rows) for _, rows in batches)
+  assert rows_used < 0.8 * len(widths)

@@ -2,13 +2,14 @@
 
 Tokenisation follows lm-eval: context and continuation are encoded together and split at the
 context's token count; trailing context spaces move to the continuation; an empty context is
-replaced by the prefix token (BOS, else EOS). Requests are sorted by length, bucketed (powers
-of two and their midpoints) and scored in jitted batches under a token budget (optionally
-sharded over the mesh); the vocabulary projection runs only at the scored positions.
+replaced by the prefix token (BOS, else EOS). The vocabulary projection runs only at the scored
+positions.
 
-Requests whose inputs share a token prefix (the candidates of one multiple-choice question) share
-a row: the prefix once, then each candidate's remaining tokens as a branch that attends to the
-prefix and to itself, with positions continuing from the prefix.
+Requests whose inputs share a token prefix (the candidates of one multiple-choice question) form a
+unit: the prefix once, then each candidate's remaining tokens as a branch that attends to the
+prefix and to itself, with positions continuing from the prefix. Units are packed into rows
+(`pack`: widest first, row length a bucket of powers of two and their midpoints, gaps filled with
+the narrowest) and scored in jitted batches under a token budget, optionally sharded over the mesh.
 """
 from __future__ import annotations
 
@@ -55,19 +56,22 @@ def length_bucket(n: int) -> int:
     b *= 2
 
 
-def tree_mask(tree_BT):
-  """Causal mask over a row of [prefix | branch | branch ...]: tree id 0 = padding, 1 = prefix,
-  2+ = a branch, which sees the prefix and itself. A padding query sees only itself."""
-  T = tree_BT.shape[1]
+def tree_mask(unit_BT, branch_BT):
+  """Causal mask over rows packed with units [prefix | branch | branch ...]: unit 0 = padding;
+  branch 0 = the unit's prefix, and a branch sees its prefix and itself. A padding query sees
+  only itself (no empty softmax rows)."""
+  T = unit_BT.shape[1]
   slots = jnp.arange(T)
   causal = slots[None, :] <= slots[:, None]
-  q, k = tree_BT[:, :, None], tree_BT[:, None, :]
-  allowed = causal & (k != 0) & (q != 0) & ((k == q) | ((k == 1) & (q > 1)))
+  same = (unit_BT[:, :, None] == unit_BT[:, None, :]) & (unit_BT[:, None, :] != 0)
+  qb, kb = branch_BT[:, :, None], branch_BT[:, None, :]
+  allowed = causal & same & ((kb == qb) | (kb == 0))
   return (allowed | (slots[None, :] == slots[:, None]))[:, None]
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _score(graphdef, state, tokens_BT, tree_BT, positions_BT, pos_BC, targets_BC, valid_BC):
+def _score(graphdef, state, tokens_BT, unit_BT, branch_BT, positions_BT, pos_BC, targets_BC,
+           valid_BC):
   """log p(target) and whether it is the argmax, at each of the C scored slots of each row.
 
   A slot is a (position, target) pair; the requests sharing a row put their slots side by side.
@@ -75,8 +79,8 @@ def _score(graphdef, state, tokens_BT, tree_BT, positions_BT, pos_BC, targets_BC
   """
   COMPILES["score"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
-  hidden, _ = model(tokens_BT, positions_BT=positions_BT, segment_ids_BT=(tree_BT != 0),
-                    return_hidden=True, mask_B1TS=tree_mask(tree_BT))
+  hidden, _ = model(tokens_BT, positions_BT=positions_BT, segment_ids_BT=unit_BT,
+                    return_hidden=True, mask_B1TS=tree_mask(unit_BT, branch_BT))
   hidden = jnp.take_along_axis(hidden, pos_BC[..., None], axis=1)
   logits = model.logits(hidden)
   lse = jax.nn.logsumexp(logits, -1)
@@ -107,6 +111,38 @@ def share_prefixes(inputs, max_len: int, min_shared: int = 4, max_branches: int 
         continue
     rows.append((len(inp), [inp]))
   return rows
+
+
+def pack(widths: Sequence[int], token_budget: int, rows_multiple: int = 1, min_len: int = 128):
+  """Unit widths, sorted descending -> batches [(T, rows)], each row a list of unit indices whose
+  widths sum to <= T. T is the bucket of the batch's widest unit, a batch has up to
+  token_budget // T rows (a multiple of rows_multiple); units go best-fit in order until one fits
+  no row, then the narrowest remaining units fill the gaps."""
+  batches, i, j = [], 0, len(widths)
+  while i < j:
+    T = max(length_bucket(widths[i]), min_len)
+    B = max(rows_multiple, token_budget // T // rows_multiple * rows_multiple)
+    rows, free = [], []
+    while i < j:
+      fits = [r for r in range(len(rows)) if free[r] >= widths[i]]
+      if fits:
+        r = min(fits, key=free.__getitem__)
+      elif len(rows) < B:
+        rows.append([])
+        free.append(T)
+        r = len(rows) - 1
+      else:
+        break
+      rows[r].append(i)
+      free[r] -= widths[i]
+      i += 1
+    for r in range(len(rows)):
+      while i < j and widths[j - 1] <= free[r]:
+        j -= 1
+        rows[r].append(j)
+        free[r] -= widths[j]
+    batches.append((T, rows))
+  return batches
 
 
 class Scorer:
@@ -149,53 +185,50 @@ class Scorer:
       inp, n = tuple(whole[:-1]), min(len(cont), len(whole) - 1)
       reqs.setdefault(inp, []).append((j, len(inp) - n, whole[-n:]))
     if self.share_prefix:
-      rows = share_prefixes(reqs, self.max_len)
+      units = share_prefixes(reqs, self.max_len)
     else:
-      rows = [(len(inp), [inp]) for inp in reqs]
-    width = lambda row: row[0] + sum(len(m) - row[0] for m in row[1])
-    rows.sort(key=width, reverse=True)
+      units = [(len(inp), [inp]) for inp in reqs]
+    width = lambda unit: unit[0] + sum(len(m) - unit[0] for m in unit[1])
+    units.sort(key=width, reverse=True)
     out: list[LogLik | None] = [None] * len(pairs)
-    i = 0
-    while i < len(rows):
-      T = length_bucket(width(rows[i]))
-      B = max(self._rows, self.token_budget // T // self._rows * self._rows)
-      group = rows[i:i + B]
+    for T, rows in pack([width(u) for u in units], self.token_budget, self._rows):
       batch = max(self._rows, 1)
-      while batch < len(group):
+      while batch < len(rows):
         batch *= 2
-      batch = min(batch, B)
-      C = bucket(max(sum(len(t) for m in members for _, _, t in reqs[m])
-                     for _, members in group), 4)
-      tokens = np.zeros((batch, T), np.int32)
-      tree = np.zeros((batch, T), np.int32)
-      positions = np.zeros((batch, T), np.int32)
-      pos = np.zeros((batch, C), np.int32)
-      targets = np.zeros((batch, C), np.int32)
+      batch = min(batch, max(self._rows, self.token_budget // T // self._rows * self._rows))
+      C = bucket(max(sum(len(t) for k in row for m in units[k][1] for _, _, t in reqs[m])
+                     for row in rows), 4)
+      tokens, unit_id, branch, positions = (np.zeros((batch, T), np.int32) for _ in range(4))
+      pos, targets = np.zeros((batch, C), np.int32), np.zeros((batch, C), np.int32)
       valid = np.zeros((batch, C), bool)
       slots = []  # (request, row, first slot, n)
-      for r, (P, members) in enumerate(group):
-        tokens[r, :P], tree[r, :P], positions[r, :P] = members[0][:P], 1, np.arange(P)
-        at, c = P, 0
-        for b, inp in enumerate(members):
-          rest = len(inp) - P
-          tokens[r, at:at + rest], tree[r, at:at + rest] = inp[P:], b + 2
-          positions[r, at:at + rest] = np.arange(P, len(inp))
-          for j, start, tgt in reqs[inp]:
-            n = len(tgt)
-            q = np.arange(start, start + n)
-            pos[r, c:c + n] = np.where(q < P, q, at + q - P)
-            targets[r, c:c + n] = tgt
-            valid[r, c:c + n] = True
-            slots.append((j, r, c, n))
-            c += n
-          at += rest
-      tree[len(group):, 0] = 1
-      lp, greedy = _score(self._graphdef, self._state,
-                          *map(self._place, (tokens, tree, positions, pos, targets, valid)))
+      for r, row in enumerate(rows):
+        at, c = 0, 0
+        for u, k in enumerate(row, 1):
+          P, members = units[k]
+          tokens[r, at:at + P], unit_id[r, at:at + P] = members[0][:P], u
+          positions[r, at:at + P] = np.arange(P)
+          start_of = at  # the unit's first slot
+          at += P
+          for b, inp in enumerate(members, 1):
+            rest = len(inp) - P
+            tokens[r, at:at + rest], unit_id[r, at:at + rest] = inp[P:], u
+            branch[r, at:at + rest], positions[r, at:at + rest] = b, np.arange(P, len(inp))
+            for j, start, tgt in reqs[inp]:
+              n = len(tgt)
+              q = np.arange(start, start + n)
+              pos[r, c:c + n] = np.where(q < P, start_of + q, at + q - P)
+              targets[r, c:c + n] = tgt
+              valid[r, c:c + n] = True
+              slots.append((j, r, c, n))
+              c += n
+            at += rest
+      unit_id[len(rows):, 0] = 1
+      lp, greedy = _score(self._graphdef, self._state, *map(
+          self._place, (tokens, unit_id, branch, positions, pos, targets, valid)))
       lp, greedy = np.asarray(lp), np.asarray(greedy)
       for j, r, c, n in slots:
         out[j] = LogLik(float(lp[r, c:c + n].sum()), n, bool(greedy[r, c:c + n].all()))
-      i += len(group)
       if progress is not None:
         progress(len(slots))
     return out
