@@ -56,24 +56,26 @@ class _CountingScorer:
   """Deterministic fake log-likelihoods; can die after a number of chunks."""
 
   def __init__(self, die_after=None):
-    self.calls, self.die_after = 0, die_after
+    self.calls, self.scored, self.die_after = 0, 0, die_after
 
-  def loglik(self, reqs):
+  def loglik(self, reqs, progress=None):
     if self.die_after is not None and self.calls >= self.die_after:
       raise KeyboardInterrupt
     self.calls += 1
+    self.scored += len(reqs)
     return [LogLik(-float(len(c) % 7) - 0.1 * len(k), 1 + len(k) // 4, False) for c, k in reqs]
 
 
 @needs_data
 def test_killed_eval_resumes_from_cache_with_identical_results(tmp_path, monkeypatch):
-  monkeypatch.setattr(harness, "CHUNK", 64)
+  monkeypatch.setattr(harness, "CHUNK_CHARS", 4000)
   full = harness.evaluate(_CountingScorer(), "fp", ["sst2"], tmp_path / "a", limit=300)
+  dying = _CountingScorer(die_after=3)
   with pytest.raises(KeyboardInterrupt):
-    harness.evaluate(_CountingScorer(die_after=3), "fp", ["sst2"], tmp_path / "b", limit=300)
+    harness.evaluate(dying, "fp", ["sst2"], tmp_path / "b", limit=300)
   resumed_scorer = _CountingScorer()
   again = harness.evaluate(resumed_scorer, "fp", ["sst2"], tmp_path / "b", limit=300)
-  assert again["sst2"]["scored_now"] == 600 - 3 * 64
+  assert 0 < dying.scored < 600 and again["sst2"]["scored_now"] == 600 - dying.scored
   for k in ("acc", "acc_norm", "acc_mean_token", "n"):
     assert again["sst2"][k] == full["sst2"][k]
 
@@ -273,3 +275,14 @@ def test_hf_saved_datasets_give_the_same_docs_as_the_files(tmp_path):
     tasks.load("rte", f"tfds:{tmp_path / 'no_tfds'}")
   with pytest.raises(UserError, match="no TFDS builder"):
     tasks.load("xnli", "tfds")
+
+
+@needs_data
+def test_chunks_keep_a_documents_candidates_together_longest_first(monkeypatch):
+  monkeypatch.setattr(harness, "CHUNK_CHARS", 3000)
+  docs = tasks.load("cb", None)
+  chunks = harness._chunks(docs, harness.Cache(pathlib.Path("/nonexistent/cache.jsonl")))
+  assert len(chunks) > 3 and sum(map(len, chunks)) == 3 * len(docs)
+  assert all(len(c) % 3 == 0 for c in chunks)  # CB: three candidates, never split
+  lengths = [len(ctx) for c in chunks for _, (ctx, _) in c]
+  assert lengths == sorted(lengths, reverse=True)

@@ -17,7 +17,7 @@ import numpy as np
 from brd_jax.evaluation import tasks as tasks_lib
 
 RULES = ("acc_mean_token", "acc", "acc_norm")
-CHUNK = 256
+CHUNK_CHARS = 200_000  # ~50k tokens, a minute or two on a CPU: the work a killed run can lose
 
 
 class Cache:
@@ -70,6 +70,25 @@ def score_docs(docs, lls, ntoks) -> dict:
   return out
 
 
+def _chunks(docs, cache: Cache) -> list[list[tuple[str, tuple[str, str]]]]:
+  """The uncached requests, longest documents first, a document's candidates together, cut at
+  document boundaries every CHUNK_CHARS: the scorer then packs rows of similar length and shares
+  each question's prefix (request-hash order would scatter both)."""
+  order = sorted(docs, key=lambda d: -(len(d.context) + max(map(len, d.choices))))
+  chunks, chunk, chars, seen = [], [], 0, set()
+  for d in order:
+    for c in d.choices:
+      k = Cache.key(d.context, c)
+      if k not in cache.data and k not in seen:
+        seen.add(k)
+        chunk.append((k, (d.context, c)))
+        chars += len(d.context) + len(c)
+    if chars >= CHUNK_CHARS:
+      chunks.append(chunk)
+      chunk, chars = [], 0
+  return chunks + [chunk] if chunk else chunks
+
+
 def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit=None,
              log_samples: bool = False, progress_factory=None, divergence=None,
              num_fewshot: int = 0) -> dict:
@@ -82,15 +101,12 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
     pool = tasks_lib.load(task, data_dir)
     docs = tasks_lib.fewshot(pool, num_fewshot)[:limit] if num_fewshot else pool[:limit or None]
     t0 = time.perf_counter()
-    reqs = [(d.context, c) for d in docs for c in d.choices]
-    todo = sorted({Cache.key(*r): r for r in reqs if Cache.key(*r) not in cache.data}.items())
-    bar = progress_factory(task, len(todo)) if progress_factory else None
-    for s in range(0, len(todo), CHUNK):
-      chunk = todo[s:s + CHUNK]
-      scored = scorer.loglik([r for _, r in chunk])
+    chunks = _chunks(docs, cache)
+    n_todo = sum(map(len, chunks))
+    bar = progress_factory(task, n_todo) if progress_factory else None
+    for chunk in chunks:
+      scored = scorer.loglik([r for _, r in chunk], progress=bar.update if bar else None)
       cache.add((k, (g.loglik, g.n_tokens, g.is_greedy)) for (k, _), g in zip(chunk, scored))
-      if bar:
-        bar.update(len(chunk))
     if bar:
       bar.close()
     lls, ntoks = [], []
@@ -99,7 +115,7 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
       lls.append([v[0] for v in vals])
       ntoks.append([v[1] for v in vals])
     results[task] = {**score_docs(docs, lls, ntoks),
-                     "seconds": round(time.perf_counter() - t0, 2), "scored_now": len(todo)}
+                     "seconds": round(time.perf_counter() - t0, 2), "scored_now": n_todo}
     if divergence is not None:
       bar = progress_factory(f"{task} (reference)", len(docs)) if progress_factory else None
       results[task].update(divergence.score([d.context + d.choices[d.gold] for d in docs],

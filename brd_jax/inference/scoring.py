@@ -98,15 +98,20 @@ def _common(a, b, n) -> int:
 
 
 def share_prefixes(inputs, max_len: int, min_shared: int = 4, max_branches: int = 16):
-  """Unique inputs -> rows [(prefix length, members)]: neighbours in sorted order join a row while
-  they share >= min_shared leading tokens and the row (prefix + branches) fits max_len."""
+  """Unique inputs -> units [(prefix length, members)]: neighbours in sorted order join a unit
+  while they share >= min_shared leading tokens and at least a third of the joining input, and the
+  unit (prefix + branches) fits max_len and twice its longest member. The last two bounds keep
+  inputs that share only a task preamble (BIG-bench) from becoming one huge row whose attention
+  costs more than the shared tokens save."""
   rows = []
   for inp in sorted(inputs):
     if rows:
       P, members = rows[-1]
       p = _common(members[0], inp, min(P, len(inp)))
       length = p + sum(len(m) - p for m in members) + len(inp) - p
-      if p >= min_shared and len(members) < max_branches and length <= max_len:
+      longest = max(len(inp), max(map(len, members)))
+      if (p >= min_shared and 3 * p >= len(inp) and len(members) < max_branches
+          and length <= max_len and length <= 2 * longest):
         rows[-1] = (p, members + [inp])
         continue
     rows.append((len(inp), [inp]))
