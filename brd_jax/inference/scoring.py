@@ -103,24 +103,24 @@ def share_prefixes(inputs, max_len: int, min_shared: int = 4, max_branches: int 
   unit (prefix + branches) fits max_len and twice its longest member. The last two bounds keep
   inputs that share only a task preamble (BIG-bench) from becoming one huge row whose attention
   costs more than the shared tokens save."""
-  rows = []
+  units = []
   for inp in sorted(inputs):
-    if rows:
-      P, members = rows[-1]
+    if units:
+      P, members = units[-1]
       p = _common(members[0], inp, min(P, len(inp)))
       length = p + sum(len(m) - p for m in members) + len(inp) - p
       longest = max(len(inp), max(map(len, members)))
       if (p >= min_shared and 3 * p >= len(inp) and len(members) < max_branches
           and length <= max_len and length <= 2 * longest):
-        rows[-1] = (p, members + [inp])
+        units[-1] = (p, members + [inp])
         continue
-    rows.append((len(inp), [inp]))
-  return rows
+    units.append((len(inp), [inp]))
+  return units
 
 
 def pack(widths: Sequence[int], token_budget: int, rows_multiple: int = 1, min_len: int = 128):
   """Unit widths, sorted descending -> batches [(T, rows)], each row a list of unit indices whose
-  widths sum to <= T. T is the bucket of the batch's widest unit, a batch has up to
+  widths sum to <= T. T is the bucket of the batch's widest unit (>= min_len), a batch has up to
   token_budget // T rows (a multiple of rows_multiple); units go best-fit in order until one fits
   no row, then the narrowest remaining units fill the gaps."""
   batches, i, j = [], 0, len(widths)
