@@ -79,8 +79,8 @@ def _score(graphdef, state, tokens_BT, unit_BT, branch_BT, positions_BT, pos_BC,
   """
   COMPILES["score"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
-  hidden, _ = model(tokens_BT, positions_BT=positions_BT, segment_ids_BT=unit_BT,
-                    return_hidden=True, mask_B1TS=tree_mask(unit_BT, branch_BT))
+  hidden, _ = model(tokens_BT, positions_BT=positions_BT, return_hidden=True,
+                    mask_B1TS=tree_mask(unit_BT, branch_BT))
   hidden = jnp.take_along_axis(hidden, pos_BC[..., None], axis=1)
   logits = model.logits(hidden)
   lse = jax.nn.logsumexp(logits, -1)
@@ -118,6 +118,11 @@ def share_prefixes(inputs, max_len: int, min_shared: int = 4, max_branches: int 
   return units
 
 
+def rows_per_batch(T: int, token_budget: int, rows_multiple: int = 1) -> int:
+  """Rows of length T under the token budget, a multiple of rows_multiple (the mesh's batch)."""
+  return max(rows_multiple, token_budget // T // rows_multiple * rows_multiple)
+
+
 def pack(widths: Sequence[int], token_budget: int, rows_multiple: int = 1, min_len: int = 128):
   """Unit widths, sorted descending -> batches [(T, rows)], each row a list of unit indices whose
   widths sum to <= T. T is the bucket of the batch's widest unit (>= min_len), a batch has up to
@@ -126,7 +131,7 @@ def pack(widths: Sequence[int], token_budget: int, rows_multiple: int = 1, min_l
   batches, i, j = [], 0, len(widths)
   while i < j:
     T = max(length_bucket(widths[i]), min_len)
-    B = max(rows_multiple, token_budget // T // rows_multiple * rows_multiple)
+    B = rows_per_batch(T, token_budget, rows_multiple)
     rows, free = [], []
     while i < j:
       fits = [r for r in range(len(rows)) if free[r] >= widths[i]]
@@ -200,7 +205,7 @@ class Scorer:
       batch = max(self._rows, 1)
       while batch < len(rows):
         batch *= 2
-      batch = min(batch, max(self._rows, self.token_budget // T // self._rows * self._rows))
+      batch = min(batch, rows_per_batch(T, self.token_budget, self._rows))
       C = bucket(max(sum(len(t) for k in row for m in units[k][1] for _, _, t in reqs[m])
                      for row in rows), 4)
       tokens, unit_id, branch, positions = (np.zeros((batch, T), np.int32) for _ in range(4))
@@ -228,7 +233,6 @@ class Scorer:
               slots.append((j, r, c, n))
               c += n
             at += rest
-      unit_id[len(rows):, 0] = 1
       lp, greedy = _score(self._graphdef, self._state, *map(
           self._place, (tokens, unit_id, branch, positions, pos, targets, valid)))
       lp, greedy = np.asarray(lp), np.asarray(greedy)
