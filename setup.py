@@ -22,6 +22,7 @@ setup(
         "tensorflow>=2.21,<2.22",
         "tensorflow-text>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10,<5",
+        "importlib_resources>=6",  # tfds needs it to prepare a builder (not declared by tfds)
         "seqio==0.0.20",
         "gin-config>=0.5,<0.6",
         "gguf>=0.19,<0.20",
@@ -30,9 +31,15 @@ setup(
         "rich>=13",
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
+        # corpus stage: sentence splitting, MinHash + LSHBloom deduplication, n-gram hashing
+        "blingfire>=0.1.8,<0.2",
+        "datasketch[bloom]>=2.0,<3",
+        "xxhash>=3.4",
     ],
     extras_require={
-        "test": ["pytest>=9,<10", "pytest-xdist>=3.8,<4", "hypothesis>=6.100", "torch==2.13.0"],
+        "test": ["pytest>=9,<10", "pytest-xdist>=3.8,<4", "hypothesis>=6.100", "torch==2.13.0",
+                 # the splitters `brd bench split` compares with blingfire
+                 "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
         "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],

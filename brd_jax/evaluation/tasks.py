@@ -93,46 +93,47 @@ def pawsx_docs(rows):
           for r in rows]
 
 
-def load_rte(d):
-  return rte_docs(_jsonl(_find(d, "rte", ["val.jsonl"])))
+def rows_rte(d):
+  return _jsonl(_find(d, "rte", ["val.jsonl"]))
 
 
-def load_cb(d):
-  return cb_docs(_jsonl(_find(d, "cb", ["val.jsonl"])))
+def rows_cb(d):
+  return _jsonl(_find(d, "cb", ["val.jsonl"]))
 
 
-def load_boolq(d):
-  return boolq_docs(_jsonl(_find(d, "boolq", ["val.jsonl"])))
+def rows_boolq(d):
+  return _jsonl(_find(d, "boolq", ["val.jsonl"]))
 
 
-def load_sst2(d):
+def rows_sst2(d):
   rows = _tsv(_find(d, "sst2", ["dev.tsv"]))
   if rows and rows[0][-1] == "label":
     rows = rows[1:]
-  return sst2_docs({"sentence": r[0], "label": r[-1]} for r in rows if r)
+  return [{"sentence": r[0], "label": r[-1]} for r in rows if r]
 
 
-def load_xnli(d):
+def rows_xnli(d):
   path = _find(d, "xnli", ["xnli.test.tsv", "derived_format/test-en.hf.jsonl",
                            "derived_format/dev-en.xtreme.tsv"])
   if path.suffix == ".jsonl":
-    return xnli_docs(_jsonl(path))
+    return _jsonl(path)
   rows = _tsv(path)
   if rows and "gold_label" in rows[0]:  # official: language, gold_label, ..., sentence1, sentence2
-    head = rows[0]
-    col = {n: i for i, n in enumerate(head)}
-    return [_xnli_doc(r[col["sentence1"]], r[col["sentence2"]], _NLI3[r[col["gold_label"]]])
+    col = {n: i for i, n in enumerate(rows[0])}
+    return [{"premise": r[col["sentence1"]], "hypothesis": r[col["sentence2"]],
+             "label": _NLI3[r[col["gold_label"]]]}
             for r in rows[1:] if r and r[col["language"]] == "en"]
-  return [_xnli_doc(r[0], r[1], _NLI3[r[2].strip()]) for r in rows if len(r) == 3]  # XTREME
+  return [{"premise": r[0], "hypothesis": r[1], "label": _NLI3[r[2].strip()]}  # XTREME
+          for r in rows if len(r) == 3]
 
 
-def load_pawsx(d):
+def rows_pawsx(d):
   path = _find(d, "pawsx", ["test_2k.tsv", "dev_2k.tsv", "derived_format/dev-en.xtreme.tsv"])
   rows = _tsv(path)
   if rows and rows[0][:1] == ["id"]:  # official: id, sentence1, sentence2, label
     rows = [r[1:] for r in rows[1:]]
-  return pawsx_docs({"sentence1": a, "sentence2": b, "label": c}
-                    for a, b, c in (r for r in rows if len(r) == 3))
+  return [{"sentence1": a, "sentence2": b, "label": c} for a, b, c in
+          (r for r in rows if len(r) == 3)]
 
 
 # task -> (HF datasets path, config, split), (TFDS name, split) and the row -> Doc builder.
@@ -156,7 +157,14 @@ def _decode(v):
 def load_dataset_source(task: str, source: str) -> list[Doc]:
   """`hf` (HF hub names, online), `hf:DIR` (DIR/<task> saved with `save_to_disk`),
   `tfds` or `tfds:DATA_DIR` (prepared TFDS builders; GLUE / SuperGLUE tasks)."""
-  hf_spec, tfds_spec, docs = DATASETS[task]
+  return DATASETS[task][2](dataset_rows(task, source))
+
+
+def dataset_rows(task: str, source: str, split: str | None = None) -> list[dict]:
+  hf_spec, tfds_spec, _ = DATASETS[task]
+  if split:
+    hf_spec = (*hf_spec[:2], split)
+    tfds_spec = tfds_spec and (tfds_spec[0], split)
   kind, _, where = source.partition(":")
   if kind == "hf":
     import datasets  # pylint: disable=import-outside-toplevel
@@ -170,7 +178,7 @@ def load_dataset_source(task: str, source: str) -> list[Doc]:
     except Exception as e:  # pylint: disable=broad-except  # offline, missing, wrong layout
       raise UserError(f"task {task}: HF dataset {'/'.join(hf_spec)} could not be loaded "
                       f"from {where or 'the hub'} ({type(e).__name__}: {str(e)[:120]})") from None
-    return docs(list(ds))
+    return list(ds)
   if tfds_spec is None:
     raise UserError(f"task {task}: no TFDS builder; use the local files or --data_dir hf")
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
@@ -179,7 +187,17 @@ def load_dataset_source(task: str, source: str) -> list[Doc]:
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f"task {task}: TFDS {tfds_spec[0]} is not prepared in "
                     f"{where or 'the default data dir'} ({type(e).__name__})") from None
-  return docs([{k: _decode(v) for k, v in ex.items()} for ex in tfds.as_numpy(ds)])
+  return [{k: _decode(v) for k, v in ex.items()} for ex in tfds.as_numpy(ds)]
+
+
+def _bigbench_path(spec: str) -> pathlib.Path:
+  path = pathlib.Path(spec)
+  if not (path.suffix == ".json" and path.exists()):
+    from brd_jax import assets  # pylint: disable=import-outside-toplevel
+    path = assets.fetch("bigbench-tasks") / spec / "task.json"
+    if not path.exists():
+      raise UserError(f"BIG-bench task {spec!r} not found in the bigbench-tasks asset")
+  return path
 
 
 def load_bigbench(spec: str) -> list[Doc]:
@@ -190,12 +208,7 @@ def load_bigbench(spec: str) -> list[Doc]:
   choices, each after "\n  choice: ", in BIG-bench's seed-42 order] + "\nA: ".
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(spec)
-  if not (path.suffix == ".json" and path.exists()):
-    from brd_jax import assets  # pylint: disable=import-outside-toplevel
-    path = assets.fetch("bigbench-tasks") / spec / "task.json"
-    if not path.exists():
-      raise UserError(f"BIG-bench task {spec!r} not found in the bigbench-tasks asset")
+  path = _bigbench_path(spec)
   try:
     data = json.loads(path.read_text(encoding="utf-8"))
   except (ValueError, UnicodeDecodeError) as e:
@@ -222,8 +235,16 @@ def load_bigbench(spec: str) -> list[Doc]:
   return docs
 
 
-LOADERS = {"rte": load_rte, "cb": load_cb, "boolq": load_boolq, "sst2": load_sst2,
-           "xnli": load_xnli, "pawsx": load_pawsx}
+ROWS = {"rte": rows_rte, "cb": rows_cb, "boolq": rows_boolq, "sst2": rows_sst2,
+        "xnli": rows_xnli, "pawsx": rows_pawsx}
+DOCS = {"rte": rte_docs, "cb": cb_docs, "boolq": boolq_docs, "sst2": sst2_docs,
+        "xnli": xnli_docs, "pawsx": pawsx_docs}
+# The unlabeled inputs of each task (what `brd corpus --from_task` reads and decontamination
+# matches); labels are never among them.
+INPUT_FIELDS = {"rte": ("premise", "hypothesis"), "cb": ("premise", "hypothesis"),
+                "boolq": ("passage", "question"), "sst2": ("sentence",),
+                "xnli": ("premise", "hypothesis"), "pawsx": ("sentence1", "sentence2")}
+LOADERS = {t: (lambda d, t=t: DOCS[t](ROWS[t](d))) for t in ROWS}
 
 
 def is_known(task: str) -> bool:
@@ -247,6 +268,33 @@ def load(task: str, data_dir=None, limit: int | None = None) -> list[Doc]:
   if not docs:
     raise UserError(f"task {task}: no examples found under {d / task}")
   return docs[:limit] if limit else docs
+
+
+def inputs(task: str, data_dir=None, split: str | None = None) -> list[list[str]]:
+  """The unlabeled inputs of every example (e.g. [premise, hypothesis]); labels are not read.
+
+  `split` chooses a split of an hf / tfds source; local files hold one split each."""
+  if task.startswith("bigbench:"):
+    path = _bigbench_path(task[len("bigbench:"):])
+    try:
+      data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+      raise UserError(f"{path}: invalid JSON ({e})") from None
+    return [[ex["input"]] for ex in data.get("examples", []) if isinstance(ex.get("input"), str)]
+  if task not in ROWS:
+    raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}, bigbench:NAME")
+  if data_dir and str(data_dir).split(":", 1)[0] in ("hf", "tfds"):
+    rows = dataset_rows(task, str(data_dir), split)
+  else:
+    if split:
+      raise UserError(f"task {task}: local files hold one split; choose a split with "
+                      "--data_dir hf:DIR or tfds")
+    d = pathlib.Path(data_dir) if data_dir else default_data_dir()
+    try:
+      rows = ROWS[task](d)
+    except (KeyError, IndexError, ValueError) as e:
+      raise UserError(f"task {task}: unexpected file layout under {d / task} ({e!r})") from None
+  return [[str(r[f]) for f in INPUT_FIELDS[task]] for r in rows]
 
 
 def fewshot(docs: list[Doc], k: int, seed: int = 1234) -> list[Doc]:

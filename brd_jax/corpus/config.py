@@ -1,0 +1,63 @@
+"""The `corpus` gin configurable (no heavy imports: gin parsing stays fast)."""
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+
+# Paragraph-level versions of the C4 line rules (Raffel et al. 2020, sec. 2.2) and the Project
+# Gutenberg licence text, matched lower-cased as substrings.
+BOILERPLATE = ("lorem ipsum", "javascript", "cookie policy", "use cookies", "terms of use",
+               "privacy policy", "all rights reserved", "click here", "project gutenberg", "{")
+
+
+@gin.configurable("corpus")
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+  """What `brd corpus` reads, what it keeps, and how the work is shared between processes."""
+  inputs: tuple = ()               # files, dirs, globs; hf:DIR_OR_NAME[:split]; tfds:NAME[:split]
+  format: str = "auto"             # auto | cc100 | text | wrapped | jsonl | parquet | hf | tfds
+  text_field: str = "text"         # jsonl / parquet / hf / tfds
+  id_field: str = ""               # document id field (default: source and position)
+  tfds_data_dir: str = ""          # where tfds: inputs are prepared (default: TFDS's)
+  # reading
+  max_line_bytes: int = 1 << 20    # longer lines are skipped, counted
+  max_replaced_fraction: float = 0.01   # invalid UTF-8 bytes replaced; above this the line is skipped
+  # paragraph filters
+  min_sentences: int = 2
+  max_sentences: int = 64
+  min_chars: int = 40
+  max_chars: int = 20_000
+  min_sentence_chars: int = 3      # no sentence shorter (splitter debris such as "1.")
+  max_sentence_chars: int = 1_000  # no sentence longer (tables, lists without punctuation)
+  min_alpha_ratio: float = 0.6     # letters / non-space characters
+  require_terminal_punct: bool = True
+  boilerplate: tuple = BOILERPLATE
+  max_doc_repeat_fraction: float = 0.3  # a document with more repeated paragraphs is dropped
+  splitter: str = "blingfire"      # pysbd | blingfire | syntok (see `brd bench split`)
+  # deduplication
+  exact_dedup: bool = True
+  near_dedup: bool = True
+  shingle_words: int = 3
+  near_dup_threshold: float = 0.5
+  minhash_perms: int = 64
+  dedup_capacity: int = 20_000_000  # Bloom filter size: memory is fixed by this, not the input
+  bloom_error_rate: float = 1e-7
+  seed: int = 1
+  # decontamination: the evaluation tasks whose inputs `brd corpus` loads (as `brd eval` does;
+  # add `bigbench:NAME` entries for the BIG-bench tasks a run evaluates), the n-gram length
+  decontaminate: tuple = ("xnli", "rte", "cb", "pawsx", "boolq", "sst2")
+  decontam_ngram: int = 13
+  # output and work sharing
+  shard_paragraphs: int = 10_000   # paragraphs per output shard
+  chunk_docs: int = 2_000          # input documents per resumable work chunk
+  num_processes: int = 0           # 0: the JAX process count (1 without multi-host)
+  process_index: int = -1          # -1: the JAX process index
+  keep_parts: bool = False         # keep parts/ (per-process work) after the merge
+
+  def fingerprint_fields(self) -> dict:
+    """The settings that change the output (not how the work is shared)."""
+    d = dataclasses.asdict(self)
+    for k in ("num_processes", "process_index", "keep_parts", "chunk_docs"):
+      d.pop(k)
+    return d

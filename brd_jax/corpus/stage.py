@@ -1,0 +1,304 @@
+"""`run(cfg, workdir, eval_texts)`: raw text -> WORKDIR/paragraphs/ (shards + manifest.json).
+
+Two phases, so that the output does not depend on how many processes did the work:
+1. every process reads its share of the input (whole files when there are at least as many files
+   as processes, else every n-th document), normalises, filters, splits, checks contamination and
+   signs each paragraph, and commits the result in chunks of `chunk_docs` documents under
+   WORKDIR/parts/ (a killed process re-reads its share but redoes only uncommitted chunks);
+2. the process that finds every share done merges all chunks in input order, drops exact and
+   near duplicates (first seen wins) and writes paragraphs/ whole, by a directory rename.
+A re-run whose inputs (paths, sizes, mtimes), settings and evaluation texts match the manifest
+does nothing.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import heapq
+import json
+import logging
+import os
+import pathlib
+import shutil
+import time
+
+import numpy as np
+
+from brd_jax.corpus import filters, ngrams, readers
+from brd_jax.corpus import split as split_lib
+from brd_jax.corpus.config import CorpusConfig
+from brd_jax.corpus.dedup import Deduper, Signer
+from brd_jax.errors import UserError
+from brd_jax.io_utils import atomic_write_bytes, atomic_write_text
+
+VERSION = 1  # bump when the processing changes what is kept
+log = logging.getLogger(__name__)
+
+
+def _digest(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def paragraph_id(text: str) -> str:
+  """The content hash that names a paragraph (and keys exact deduplication)."""
+  return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def processes(cfg: CorpusConfig) -> tuple[int, int]:
+  n, i = cfg.num_processes, cfg.process_index
+  if n <= 0 or i < 0:
+    import jax  # pylint: disable=import-outside-toplevel
+    n = n if n > 0 else jax.process_count()
+    i = i if i >= 0 else jax.process_index()
+  if not 0 <= i < n:
+    raise UserError(f"corpus.process_index={i} is not in [0, {n})")
+  return n, i
+
+
+def read_manifest(workdir) -> dict | None:
+  p = pathlib.Path(workdir) / "paragraphs" / "manifest.json"
+  try:
+    return json.loads(p.read_text())
+  except (OSError, ValueError):
+    return None
+
+
+def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = None,
+        progress: bool = True) -> dict:
+  """Builds (or finishes, or confirms) WORKDIR/paragraphs/; returns a summary."""
+  workdir = pathlib.Path(workdir)
+  eval_texts = eval_texts or {}
+  split_lib.make(cfg.splitter)  # fails fast on a bad name
+  sources = readers.expand(cfg.inputs, cfg.format,
+                           exclude=(workdir / "paragraphs", workdir / "parts"))
+  if not sources:
+    raise UserError("no input files (the inputs hold only this stage's own output)")
+  eval_fp = _digest({t: _digest(v) for t, v in sorted(eval_texts.items())})
+  fingerprint = _digest({"version": VERSION, "inputs": [dataclasses.astuple(s) for s in sources],
+                         "config": cfg.fingerprint_fields(), "eval": eval_fp})
+  done = read_manifest(workdir)
+  if done and done.get("fingerprint") == fingerprint:
+    return {"status": "up to date", "paragraphs": done["kept"], "dir": str(workdir / "paragraphs")}
+  n, i = processes(cfg)
+  parts = workdir / "parts" / f"{fingerprint[:16]}-{n}p-{cfg.chunk_docs}d"
+  t0 = time.time()
+  _phase1(cfg, sources, parts / f"p{i:04d}", n, i, eval_texts, progress)
+  atomic_write_text(parts / f"p{i:04d}" / "DONE", "")
+  waiting = [j for j in range(n) if not (parts / f"p{j:04d}" / "DONE").exists()]
+  if waiting:
+    return {"status": "share done", "process": i, "waiting_for": waiting}
+  with _lock(workdir / ".merge.lock"):
+    done = read_manifest(workdir)
+    if done and done.get("fingerprint") == fingerprint:  # another process merged meanwhile
+      return {"status": "up to date", "paragraphs": done["kept"],
+              "dir": str(workdir / "paragraphs")}
+    manifest = _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress)
+  manifest["seconds_merge_process"] = round(time.time() - t0, 2)
+  if not cfg.keep_parts:
+    shutil.rmtree(workdir / "parts", ignore_errors=True)
+  return {"status": "written", "paragraphs": manifest["kept"], "dir": str(workdir / "paragraphs"),
+          "dropped": manifest["dropped"]}
+
+
+@contextlib.contextmanager
+def _lock(path: pathlib.Path):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _share(sources, n: int, i: int):
+  """(file index, source, keep(doc index)) for this process: whole files, or every n-th doc."""
+  if len(sources) >= n:
+    return [(f, s, None) for f, s in enumerate(sources) if f % n == i]
+  return [(f, s, (n, i)) for f, s in enumerate(sources)]
+
+
+def _stream(cfg, sources, n, i, counts):
+  """(position, doc id, raw paragraphs) of this process's documents, in input order."""
+  for f, src, stripe in _share(sources, n, i):
+    for d, (doc_id, paras) in enumerate(readers.documents(src, cfg, counts)):
+      if stripe is None or d % stripe[0] == stripe[1]:
+        yield (f, d), doc_id or f"{f}:{pathlib.Path(src.name).name}:{d}", paras
+
+
+def _committed(part: pathlib.Path) -> int:
+  """Number of leading chunks of this share that are committed (their .json marker exists)."""
+  c = 0
+  while (part / f"chunk-{c:06d}.json").exists():
+    c += 1
+  return c
+
+
+class _Processor:
+  """One paragraph at a time: normalise, filter, split, decontaminate, sign."""
+
+  def __init__(self, cfg, eval_texts):
+    self.cfg = cfg
+    self.split = split_lib.make(cfg.splitter)
+    self.decontam = ngrams.Decontaminator(eval_texts, cfg.decontam_ngram)
+    self.sign = Signer(cfg.minhash_perms, cfg.shingle_words, cfg.seed)
+
+  def document(self, pos, doc_id, paras, counts, decontam):
+    cfg, out = self.cfg, []
+    texts = []
+    for raw in paras:
+      text, had_control = filters.normalise(raw)
+      if had_control:
+        counts["control_chars_removed"] += 1
+      if text:
+        texts.append(text)
+    counts["paragraphs_read"] += len(texts)
+    if filters.repetitive(texts, cfg.max_doc_repeat_fraction):
+      counts["repetitive_document"] += len(texts)
+      return out
+    for p, text in enumerate(texts):
+      reason = filters.text_reason(text, cfg)
+      sentences = None
+      if reason is None:
+        sentences = self.split(text)
+        reason = filters.sentence_reason(sentences, cfg)
+      if reason is None and (task := self.decontam.task_of(text)):
+        reason = "contaminated"
+        decontam[task] += 1
+      if reason:
+        counts[reason] += 1
+        continue
+      out.append(({"pos": [*pos, p], "id": paragraph_id(text), "doc_id": doc_id,
+                   "text": text, "sentences": sentences}, self.sign(text)))
+    return out
+
+
+def _phase1(cfg, sources, part: pathlib.Path, n, i, eval_texts, progress):
+  if (part / "DONE").exists():
+    return
+  part.mkdir(parents=True, exist_ok=True)
+  skip = _committed(part) * cfg.chunk_docs
+  proc = _Processor(cfg, eval_texts)
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  bar = tqdm(desc=f"corpus {i + 1}/{n}", unit="doc", disable=not progress, initial=skip,
+             dynamic_ncols=True)
+  chunk, recs, counts, decontam, nbytes, t0 = skip // cfg.chunk_docs, [], \
+      collections.Counter(), collections.Counter(), 0, time.time()
+  docs_in_chunk = kept = 0
+  past_skip = skip == 0
+  for k, (pos, doc_id, paras) in enumerate(_stream(cfg, sources, n, i, counts)):
+    if k < skip:  # committed before a restart: read past, do not redo
+      counts.clear()
+      continue
+    past_skip = True
+    nbytes += sum(len(p) for p in paras)
+    recs.extend(proc.document(pos, doc_id, paras, counts, decontam))
+    docs_in_chunk += 1
+    bar.update(1)
+    if docs_in_chunk == cfg.chunk_docs:
+      kept += len(recs)
+      _commit_chunk(part, chunk, recs, counts, decontam, docs_in_chunk, nbytes, time.time() - t0)
+      bar.set_postfix(kept=kept, mb_per_s=f"{nbytes / 1e6 / max(time.time() - t0, 1e-9):.2f}")
+      chunk, recs, counts, decontam, docs_in_chunk, nbytes, t0 = chunk + 1, [], \
+          collections.Counter(), collections.Counter(), 0, 0, time.time()
+  if docs_in_chunk or (counts and past_skip):
+    _commit_chunk(part, chunk, recs, counts, decontam, docs_in_chunk, nbytes, time.time() - t0)
+  bar.close()
+
+
+def _commit_chunk(part, c, recs, counts, decontam, docs, nbytes, seconds):
+  """Signatures, then records, then the marker that makes the chunk count: each appears whole."""
+  import io  # pylint: disable=import-outside-toplevel
+  buf = io.BytesIO()
+  sigs = np.stack([s for _, s in recs]) if recs else np.zeros((0, 0), np.uint64)
+  np.save(buf, sigs, allow_pickle=False)
+  atomic_write_bytes(part / f"chunk-{c:06d}.npy", buf.getvalue())
+  atomic_write_text(part / f"chunk-{c:06d}.jsonl",
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r, _ in recs))
+  atomic_write_text(part / f"chunk-{c:06d}.json", json.dumps(
+      {"docs": docs, "paragraphs": len(recs), "bytes": nbytes, "seconds": seconds,
+       "counts": dict(counts), "contaminated": dict(decontam)}))
+
+
+def _chunk_stream(part: pathlib.Path):
+  c = 0
+  while (part / f"chunk-{c:06d}.json").exists():
+    sigs = np.load(part / f"chunk-{c:06d}.npy", allow_pickle=False)
+    with open(part / f"chunk-{c:06d}.jsonl", encoding="utf-8") as f:
+      for k, line in enumerate(f):
+        rec = json.loads(line)
+        yield rec["pos"], rec, sigs[k]
+    c += 1
+
+
+def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -> dict:
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  counts, decontam = collections.Counter(), collections.Counter()
+  docs = nbytes = 0
+  seconds = 0.0
+  for j in range(n):
+    for meta_path in sorted((parts / f"p{j:04d}").glob("chunk-*.json")):
+      meta = json.loads(meta_path.read_text())
+      counts.update(meta["counts"])
+      decontam.update(meta["contaminated"])
+      docs, nbytes, seconds = docs + meta["docs"], nbytes + meta["bytes"], seconds + meta["seconds"]
+  candidates = sum(json.loads(p.read_text())["paragraphs"] for p in parts.glob("p*/chunk-*.json"))
+  dedup = Deduper(cfg)
+  out_tmp = workdir / f".paragraphs.tmp-{os.getpid()}"
+  shutil.rmtree(out_tmp, ignore_errors=True)
+  out_tmp.mkdir(parents=True)
+  shard, lines, kept, sentences = 0, [], 0, 0
+  t0 = time.time()
+  merged = heapq.merge(*(_chunk_stream(parts / f"p{j:04d}") for j in range(n)),
+                       key=lambda x: x[0])
+  for _, rec, sig in tqdm(merged, total=candidates, desc="dedup", unit="par",
+                          disable=not progress, dynamic_ncols=True):
+    reason = dedup.check(int(rec["id"], 16), sig)
+    if reason:
+      counts[reason] += 1
+      continue
+    del rec["pos"]
+    lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+    kept += 1
+    sentences += len(rec["sentences"])
+    if len(lines) == cfg.shard_paragraphs:
+      atomic_write_text(out_tmp / f"shard-{shard:05d}.jsonl", "".join(lines))
+      shard, lines = shard + 1, []
+  if lines:
+    atomic_write_text(out_tmp / f"shard-{shard:05d}.jsonl", "".join(lines))
+  if not kept:
+    shutil.rmtree(out_tmp)
+    raise UserError(f"no paragraph passed the filters (dropped: {dict(counts.most_common(5))}); "
+                    "nothing written")
+  dropped = {k: v for k, v in sorted(counts.items()) if k not in
+             ("paragraphs_read", "invalid_utf8_replaced", "control_chars_removed")}
+  manifest = {
+      "fingerprint": fingerprint, "version": VERSION,
+      "inputs": [{"name": s.name, "format": s.kind, "files": [list(x) for x in s.stamp]}
+                 for s in sources],
+      "config": cfg.fingerprint_fields(),
+      "processes": n, "documents": docs, "input_mb": round(nbytes / 1e6, 3),
+      "paragraphs_read": counts["paragraphs_read"], "kept": kept, "sentences": sentences,
+      "shards": shard + (1 if lines else 0),
+      "dropped": dropped,
+      "repaired": {k: counts[k] for k in ("invalid_utf8_replaced", "control_chars_removed")},
+      "seconds_read": round(seconds, 2), "seconds_dedup": round(time.time() - t0, 2),
+      "mb_per_s_read": round(nbytes / 1e6 / max(seconds, 1e-9), 3),
+  }
+  manifest["decontamination"] = {  # examples under n words cannot be matched: counted apart
+      t: {"examples": len(v), "too_short_to_match": sum(
+          len(ngrams.words(x)) < cfg.decontam_ngram for x in v),
+          "paragraphs_dropped": decontam.get(t, 0)} for t, v in sorted(eval_texts.items())}
+  atomic_write_text(out_tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+  final = workdir / "paragraphs"
+  if final.exists():  # an older corpus (other inputs or settings): replaced as a whole
+    old = workdir / f".paragraphs.old-{os.getpid()}"
+    final.rename(old)
+    out_tmp.rename(final)
+    shutil.rmtree(old)
+  else:
+    out_tmp.rename(final)
+  return manifest
