@@ -272,6 +272,9 @@ def cmd_bench(args):
     from brd_jax.benchmarks import train  # pylint: disable=import-outside-toplevel
     train.run(args.model, batch=args.batch, seq_len=args.seq_len, steps=args.steps,
               json_path=args.json)
+  elif args.what == "corpus":
+    from brd_jax.benchmarks import corpus as corpus_bench  # pylint: disable=import-outside-toplevel
+    corpus_bench.run(args.mb, args.processes, json_path=args.json)
   elif args.what == "split":
     from brd_jax.benchmarks import split as split_bench  # pylint: disable=import-outside-toplevel
     split_bench.run(args.input, json_path=args.json)
@@ -389,13 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=cmd_loglik)
 
   p = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
-  p.add_argument("what", choices=["decode", "train", "eval", "split"])
+  p.add_argument("what", choices=["decode", "train", "eval", "split", "corpus"])
   p.add_argument("--json", help="write the result as JSON here")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
   p.add_argument("--batch", type=int, help="decode: 32, train: 8")
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--seq_len", type=int, default=128, help="train: sequence length")
   p.add_argument("--steps", type=int, default=5, help="train: timed steps per side (median)")
+  p.add_argument("--mb", type=float, default=50, help="corpus: MB of generated input")
+  p.add_argument("--processes", type=int, default=2, help="corpus: brd corpus processes")
   p.add_argument("--input", help="split: text for the MB/s column (default: the real English "
                  "text asset, read as paragraphs)")
   _gin_flags(p)

@@ -41,8 +41,8 @@ class CorpusConfig:
   shingle_words: int = 3
   near_dup_threshold: float = 0.5
   minhash_perms: int = 64
-  dedup_capacity: int = 20_000_000  # Bloom filter size: memory is fixed by this, not the input
-  bloom_error_rate: float = 1e-7
+  dedup_capacity: int = 5_000_000  # paragraphs the Bloom filters are sized for: memory is fixed
+  bloom_error_rate: float = 1e-6   # by these two (~18 MB per filter, 15 filters), not the input
   seed: int = 1
   # decontamination: the evaluation tasks whose inputs `brd corpus` loads (as `brd eval` does;
   # add `bigbench:NAME` entries for the BIG-bench tasks a run evaluates), the n-gram length

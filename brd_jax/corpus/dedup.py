@@ -52,7 +52,15 @@ class Deduper:
         self.lsh = MinHashLSHBloom(threshold=cfg.near_dup_threshold, num_perm=cfg.minhash_perms,
                                    n=cfg.dedup_capacity, fp=cfg.bloom_error_rate)
 
+    self.inserted = 0
+
+  @property
+  def over_capacity(self) -> bool:
+    """More paragraphs than the filters were sized for: false drops grow past bloom_error_rate."""
+    return self.inserted > self.cfg.dedup_capacity
+
   def check(self, content_key: int, signature: np.ndarray) -> str | None:
+    self.inserted += 1
     if self.exact is not None:
       if content_key in self.exact:
         return "exact_duplicate"

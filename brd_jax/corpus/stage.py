@@ -269,6 +269,10 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
       shard, lines = shard + 1, []
   if lines:
     atomic_write_text(out_tmp / f"shard-{shard:05d}.jsonl", "".join(lines))
+  if dedup.over_capacity:
+    log.warning("corpus: %d paragraphs passed the filters, more than corpus.dedup_capacity=%d: "
+                "raise it so that false duplicate drops stay at bloom_error_rate",
+                dedup.inserted, cfg.dedup_capacity)
   if not kept:
     shutil.rmtree(out_tmp)
     raise UserError(f"no paragraph passed the filters (dropped: {dict(counts.most_common(5))}); "
@@ -283,6 +287,7 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
       "processes": n, "documents": docs, "input_mb": round(nbytes / 1e6, 3),
       "paragraphs_read": counts["paragraphs_read"], "kept": kept, "sentences": sentences,
       "shards": shard + (1 if lines else 0),
+      "dedup_over_capacity": dedup.over_capacity,
       "dropped": dropped,
       "repaired": {k: counts[k] for k in ("invalid_utf8_replaced", "control_chars_removed")},
       "seconds_read": round(seconds, 2), "seconds_dedup": round(time.time() - t0, 2),
