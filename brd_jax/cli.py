@@ -9,7 +9,6 @@ import sys
 from brd_jax.errors import UserError
 
 PENDING = {  # stages whose engines are still being built, with the issue that tracks each
-    "generate": ("run the teacher's NER / QRA reading over the corpus", "the generation stage"),
     "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
     "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
 }
@@ -56,6 +55,30 @@ def cmd_corpus(args):
   eval_texts = _eval_texts(cfg.decontaminate, args.data_dir)
   summary = stage.run(cfg, workdir, eval_texts, progress=not args.no_progress)
   config.write_operative_config(workdir)
+  print(json.dumps(summary))
+
+
+def cmd_generate(args):
+  import json  # pylint: disable=import-outside-toplevel
+  from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
+  bindings = list(args.gin)
+  if args.teacher:
+    bindings.append(f"generate.teacher = {args.teacher!r}")
+  if args.behaviors:
+    bindings.append(f"generate.behaviors = {tuple(b.strip() for b in args.behaviors.split(','))!r}")
+  for flag in ("topk", "limit", "num_processes", "process_index", "batch_size"):
+    if getattr(args, flag) is not None:
+      bindings.append(f"generate.{flag} = {getattr(args, flag)!r}")
+  config.parse(args.gin_file, bindings)
+  from brd_jax.behaviors.config import GenerateConfig  # pylint: disable=import-outside-toplevel
+  cfg = GenerateConfig()
+  sharding.initialize()
+  import jax  # pylint: disable=import-outside-toplevel
+  # Each process reads its own share with the teacher on its own devices (a replica per host).
+  mesh = sharding.make_mesh(devices=jax.local_devices())
+  from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
+  summary = generate.run(cfg, args.paragraphs, args.out, mesh, progress=not args.no_progress)
+  config.write_operative_config(args.out)
   print(json.dumps(summary))
 
 
@@ -332,6 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   _gin_flags(p)
   p.set_defaults(func=cmd_corpus)
+
+  p = sub.add_parser("generate", help="the teacher reads every sentence (NER / QRA / SKD) into "
+                     "an exactly-once ledger; re-run to resume")
+  p.add_argument("--paragraphs", required=True, help="a paragraphs/ directory (brd corpus)")
+  p.add_argument("--out", required=True, help="the ledger directory (shards + manifest.json)")
+  p.add_argument("--teacher", help="HF dir, .gguf file or asset:NAME (= generate.teacher)")
+  p.add_argument("--behaviors", help="comma-separated: ner, qra, skd (default ner,qra)")
+  p.add_argument("--topk", type=int, help="store the teacher's top-N logprobs per token")
+  p.add_argument("--limit", type=int, help="stop after N units this run")
+  p.add_argument("--batch_size", type=int, help="rows decoded together (default 32)")
+  p.add_argument("--num_processes", type=int, help="processes sharing the units (default JAX's)")
+  p.add_argument("--process_index", type=int, help="this process's index")
+  p.add_argument("--no_progress", action="store_true", help="no progress bar")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_generate)
 
   p = sub.add_parser("convert", help="convert a model (HF dir / GGUF / asset) to an HF directory")
   p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")

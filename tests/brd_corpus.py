@@ -1,13 +1,26 @@
-"""A small synthetic paragraphs/ + ledger/ pair in the formats of DESIGN.md, for data and trainer tests."""
+"""A small synthetic paragraphs/ + ledger/ pair in the formats of DESIGN.md, for data and trainer
+tests. Ledger records are built with `behaviors.ledger`'s keys, as `brd generate` writes them."""
 import json
 import random
+
+from brd_jax.behaviors import ledger
 
 CITIES = ["Paris", "Lima", "Oslo", "Cairo", "Quito", "Hanoi", "Perth", "Accra"]
 THINGS = ["river", "bridge", "market", "museum", "harbour", "library", "tower", "garden"]
 
 
+def record(behavior, sentence, parsed, valid=True, attempt=0, paragraph_id="p", index=0):
+  sk = ledger.sentence_key(behavior, sentence)
+  unit = ledger.unit_key(sk, f"{behavior}-test@1", "teacher", {})
+  return {"key": ledger.record_key(unit, attempt), "unit": unit, "sentence_key": sk,
+          "attempt": attempt, "paragraph_id": paragraph_id, "sentence_index": index,
+          "behavior": behavior, "template": f"{behavior}-test@1", "teacher": "teacher",
+          "sentence": sentence, "text": json.dumps(parsed), "parsed": parsed if valid else None,
+          "valid": valid, "error": None if valid else "missing_fields"}
+
+
 def make(root, n_paragraphs=40, seed=0, ner=True, qra=True):
-  """Writes root/paragraphs/shard-00000.jsonl and root/ledger/shard-00000.jsonl; returns both dirs."""
+  """Writes root/paragraphs/shard-00000.jsonl and a ledger shard; returns both dirs."""
   rng = random.Random(seed)
   par_dir, led_dir = root / "paragraphs", root / "ledger"
   par_dir.mkdir(parents=True, exist_ok=True)
@@ -23,17 +36,17 @@ def make(root, n_paragraphs=40, seed=0, ner=True, qra=True):
     for j, s in enumerate(sents):
       city = s.split(" in ")[1].split(" opened")[0]
       if ner:
-        led.append({"paragraph_id": pid, "sentence_index": j, "behavior": "ner", "valid": True,
-                    "text": f"NER: {city} (location): a city."})
+        led.append(record("ner", s, [{"entity": city, "type": "location",
+                                      "description": "a city"}], paragraph_id=pid, index=j))
       if qra:
-        led.append({"paragraph_id": pid, "sentence_index": j, "behavior": "qra", "valid": True,
-                    "text": f"Q: Where is it? A: In {city}."})
-  led.append({"paragraph_id": "p0000", "sentence_index": 0, "behavior": "ner", "valid": False,
-              "text": "garbage"})
+        led.append(record("qra", s, [{"question": "Where is it?", "answer": f"In {city}."}],
+                          paragraph_id=pid, index=j))
+  led.append(record("ner", pars[0]["sentences"][0], None, valid=False, attempt=1))
   (par_dir / "shard-00000.jsonl").write_text("\n".join(json.dumps(p) for p in pars) + "\n")
-  (led_dir / "shard-00000.jsonl").write_text("\n".join(json.dumps(r) for r in led) + "\n")
+  (led_dir / "shard-p0000-000000.jsonl").write_text("\n".join(json.dumps(r) for r in led) + "\n")
   return par_dir, led_dir
 
 
 def task_of(text: str) -> str:
-  return "brd_ner" if "NER:" in text else "brd_qra" if "Q:" in text else "brd_ori"
+  return ("brd_ner" if "Named entities:" in text else "brd_qra" if "Question:" in text
+          else "brd_ori")

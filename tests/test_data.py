@@ -1,11 +1,13 @@
 """Training data: paragraph-level formatting, seqio mixture rates, packing, determinism."""
 import collections
+import json
 
 import numpy as np
 import pytest
 
 import brd_corpus
 from brd_jax import tokenizer
+from brd_jax.behaviors import ledger, parse
 from brd_jax.data import formatting
 from brd_jax.data.config import DataConfig
 from brd_jax.errors import UserError
@@ -13,33 +15,57 @@ from brd_jax.errors import UserError
 
 def test_paragraph_and_sentence_level_formatting(tmp_path):
   par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=2)
-  pars, ledger = formatting.read_paragraphs(par_dir), formatting.read_ledger(led_dir)
+  pars, readings = formatting.read_paragraphs(par_dir), formatting.read_ledger(led_dir)
   p = pars[0]
-  ner = formatting.behavior_examples(pars, ledger, "ner", sep=" <sep> ")
-  s, r = p["sentences"], [ledger[(p["id"], i, "ner")]["text"] for i in range(3)]
+  ner = formatting.behavior_examples(pars, readings, "ner", sep=" <sep> ")
+  s = p["sentences"]
+  r = [parse.render(readings.get("ner", s, i)) for i in range(3)]
+  assert r[0] == "Named entities:\n" + s[0].split(" in ")[1].split(" opened")[0] + \
+      " (location): a city"
   assert ner[0]["text"] == " <sep> ".join([s[0], r[0], s[1], r[1], s[2], r[2]])
-  # The invalid record for (p0000, 0) did not replace the valid one.
-  assert "garbage" not in ner[0]["text"]
-  sent = formatting.behavior_examples(pars, ledger, "qra", sep="\n", level="sentence")
-  assert len(sent) == 6 and sent[0]["text"].startswith(s[0] + "\nQ:")
+  # The invalid attempt for the first sentence did not replace the valid one.
+  assert readings.get("ner", s, 0)["attempt"] == 0
+  sent = formatting.behavior_examples(pars, readings, "qra", sep="\n", level="sentence")
+  assert len(sent) == 6 and sent[0]["text"].startswith(s[0] + "\nQuestion: Where is it?")
   assert formatting.original_examples(pars)[0]["text"] == p["text"]
 
 
 def test_sentence_without_reading_keeps_the_sentence(tmp_path):
   par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=1)
   pars = formatting.read_paragraphs(par_dir)
-  ledger = {k: v for k, v in formatting.read_ledger(led_dir).items() if k[1] != 1}
-  text = formatting.behavior_examples(pars, ledger, "ner")[0]["text"]
+  readings = formatting.read_ledger(led_dir)
   s = pars[0]["sentences"]
-  assert text.split("\n")[2] == s[1] and text.split("\n")[3] == s[2]
+  del readings.records[ledger.sentence_key("ner", s[1])]
+  text = formatting.behavior_examples(pars, readings, "ner")[0]["text"]
+  lines = text.split("\n")
+  assert lines[3] == s[1] and lines[4] == s[2]
 
 
-def test_bad_ledger_line_names_file_and_line(tmp_path):
+def test_torn_lines_and_uncommitted_files_are_skipped_and_validity_is_explicit(tmp_path, caplog):
   par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=1)
-  with open(led_dir / "shard-00000.jsonl", "a") as f:
-    f.write("{not json\n")
-  with pytest.raises(UserError, match=r"shard-00000.jsonl:\d+"):
-    formatting.read_ledger(led_dir)
+  want = formatting.read_ledger(led_dir).records
+  shard = next(led_dir.glob("shard-*.jsonl"))
+  with open(shard, "a") as f:
+    f.write('{"key": "torn", "unit"\n')
+  no_valid = brd_corpus.record("qra", "A sentence seen nowhere else.", [])
+  del no_valid["valid"]
+  (led_dir / "shard-p0001-000000.jsonl").write_text(json.dumps(no_valid) + "\n")
+  (led_dir / ".shard-p0002-000000.jsonl.x.tmp").write_text("{half a line")
+  with caplog.at_level("WARNING"):
+    got = formatting.read_ledger(led_dir).records
+  assert got == want
+  assert "torn or malformed" in caplog.text and "uncommitted" in caplog.text
+
+
+def test_a_sentence_repeated_in_two_paragraphs_uses_one_reading(tmp_path):
+  par_dir, led_dir = brd_corpus.make(tmp_path, n_paragraphs=2)
+  pars = formatting.read_paragraphs(par_dir)
+  shared = pars[0]["sentences"][0]
+  pars[1]["sentences"][2] = shared
+  readings = formatting.read_ledger(led_dir)
+  ner = formatting.behavior_examples(pars, readings, "ner")
+  reading = parse.render(readings.get("ner", [shared], 0))
+  assert all(f"{shared}\n{reading}" in ex["text"] for ex in ner)
 
 
 @pytest.fixture(scope="module")

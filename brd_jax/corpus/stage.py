@@ -51,11 +51,37 @@ def processes(cfg: CorpusConfig) -> tuple[int, int]:
   n, i = cfg.num_processes, cfg.process_index
   if n <= 0 or i < 0:
     import jax  # pylint: disable=import-outside-toplevel
+    from brd_jax import sharding  # pylint: disable=import-outside-toplevel
+    sharding.initialize()  # on a pod: every worker runs the same command
     n = n if n > 0 else jax.process_count()
     i = i if i >= 0 else jax.process_index()
   if not 0 <= i < n:
     raise UserError(f"corpus.process_index={i} is not in [0, {n})")
   return n, i
+
+
+def read_paragraphs(paragraphs_dir):
+  """The paragraphs of a `paragraphs/` directory, in shard order (the one reader of the format)."""
+  d = pathlib.Path(paragraphs_dir)
+  files = sorted(p for p in d.glob("*.jsonl") if not p.name.startswith(".")) if d.is_dir() else []
+  if not files:
+    raise UserError(f"paragraphs directory {d} holds no *.jsonl shards")
+  for path in files:
+    with open(path, "rb") as f:
+      for lineno, raw in enumerate(f, 1):
+        if not raw.strip():
+          continue
+        try:
+          rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+          raise UserError(f"{path}:{lineno}: not a UTF-8 JSON line ({type(e).__name__})") from None
+        if not isinstance(rec, dict) or "id" not in rec or not (rec.get("sentences")
+                                                                 or rec.get("text")):
+          raise UserError(f"{path}:{lineno}: paragraph records need 'id' and 'sentences' or "
+                          "'text'")
+        if not rec.get("sentences"):
+          rec["sentences"] = [rec["text"]]
+        yield rec
 
 
 def read_manifest(workdir) -> dict | None:

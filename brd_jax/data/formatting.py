@@ -3,79 +3,58 @@
 Pure Python, no TensorFlow: the seqio Tasks in `tasks.py` wrap these generators. A paragraph's
 BRD text interleaves each sentence with the teacher's reading of it,
 `s1 <sep> NER(s1) <sep> s2 <sep> NER(s2) ...`; a sentence without a valid teacher output keeps just
-the sentence, so a partly generated ledger still trains.
+the sentence, so a partly generated ledger still trains. Paragraphs are read by the corpus stage's
+reader, readings by the ledger's: records are joined to sentences by `sentence_key` (so a sentence
+repeated in several paragraphs, read once, is used in each) and turned into text by
+`parse.render`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
-import pathlib
-from typing import Iterator
 
+from brd_jax.behaviors import ledger as ledger_lib
+from brd_jax.behaviors import parse
+from brd_jax.corpus.stage import read_paragraphs as _read_paragraphs
 from brd_jax.errors import UserError
 
 BEHAVIORS = ("ner", "qra", "skd")
 
 
-def jsonl_files(directory: str | pathlib.Path, what: str) -> list[pathlib.Path]:
-  d = pathlib.Path(directory)
-  if not d.is_dir():
-    raise UserError(f"{what} directory not found: {d}")
-  files = sorted(p for p in d.rglob("*.jsonl") if not p.name.startswith("."))
-  if not files:
-    raise UserError(f"{what} directory {d} holds no *.jsonl shards")
-  return files
+@dataclasses.dataclass
+class Readings:
+  """The valid teacher readings training uses: sentence_key -> record."""
+  records: dict
+  context_sentences: int = 0     # as generated (from the ledger manifest)
 
-
-def _read_jsonl(path: pathlib.Path) -> Iterator[dict]:
-  with open(path, "rb") as f:
-    for lineno, raw in enumerate(f, 1):
-      if not raw.strip():
-        continue
-      try:
-        yield json.loads(raw.decode("utf-8"))
-      except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}:{lineno}: not a UTF-8 JSON line ({type(e).__name__})") from None
+  def get(self, behavior: str, sentences: list[str], i: int) -> dict | None:
+    c = self.context_sentences
+    ctx = " ".join(sentences[max(0, i - c):i]) if c else ""
+    return self.records.get(ledger_lib.sentence_key(behavior, sentences[i], ctx))
 
 
 def read_paragraphs(directory) -> list[dict]:
   """All paragraphs, in shard order; each needs `id` and `sentences` (or `text`)."""
-  out = []
-  for path in jsonl_files(directory, "paragraphs"):
-    for rec in _read_jsonl(path):
-      if "id" not in rec or not (rec.get("sentences") or rec.get("text")):
-        raise UserError(f"{path}: paragraph records need 'id' and 'sentences' or 'text'")
-      if not rec.get("sentences"):
-        rec["sentences"] = [rec["text"]]
-      out.append(rec)
-  return out
+  return list(_read_paragraphs(directory))
 
 
-def read_ledger(directory) -> dict[tuple[str, int, str], dict]:
-  """(paragraph_id, sentence_index, behavior) -> the last valid record for it."""
-  out = {}
-  for path in jsonl_files(directory, "ledger"):
-    for rec in _read_jsonl(path):
-      if not rec.get("valid", True) or rec.get("behavior") not in BEHAVIORS:
-        continue
-      try:
-        key = (rec["paragraph_id"], int(rec["sentence_index"]), rec["behavior"])
-      except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: ledger records need paragraph_id, sentence_index, behavior")
-      out[key] = rec
-  return out
+def check_paragraphs(directory) -> None:
+  """Fails fast when the directory is missing or holds no shards."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+  d = pathlib.Path(directory)
+  if not d.is_dir():
+    raise UserError(f"paragraphs directory not found: {d}")
+  if not any(p for p in d.glob("*.jsonl") if not p.name.startswith(".")):
+    raise UserError(f"paragraphs directory {d} holds no *.jsonl shards")
 
 
-def reading_text(rec: dict) -> str:
-  """The teacher's reading of one sentence as training text: its raw output, else `parsed`."""
-  text = (rec.get("text") or "").strip()
-  if text:
-    return text
-  parsed = rec.get("parsed")
-  if isinstance(parsed, list):
-    return "\n".join(json.dumps(p, ensure_ascii=False) if not isinstance(p, str) else p
-                     for p in parsed)
-  return json.dumps(parsed, ensure_ascii=False) if parsed else ""
+def read_ledger(directory) -> Readings:
+  """The ledger's committed, valid records, one per sentence key (see `ledger.select`)."""
+  if not ledger_lib.shards(directory):
+    raise UserError(f"ledger directory {directory} holds no committed shards")
+  manifest = ledger_lib.read_manifest(directory) or {}
+  return Readings(ledger_lib.select(ledger_lib.read(directory), manifest),
+                  int(manifest.get("context_sentences", 0)))
 
 
 def example_id(*parts) -> str:
@@ -87,7 +66,7 @@ def original_examples(paragraphs: list[dict]) -> list[dict]:
   return [{"id": p["id"], "text": p.get("text") or " ".join(p["sentences"])} for p in paragraphs]
 
 
-def behavior_examples(paragraphs: list[dict], ledger: dict, behavior: str, sep: str = "\n",
+def behavior_examples(paragraphs: list[dict], readings: Readings, behavior: str, sep: str = "\n",
                       level: str = "paragraph") -> list[dict]:
   """D_NER / D_QRA: sentences interleaved with the teacher's readings.
 
@@ -99,9 +78,10 @@ def behavior_examples(paragraphs: list[dict], ledger: dict, behavior: str, sep: 
   out = []
   for p in paragraphs:
     parts, any_reading = [], False
-    for i, s in enumerate(p["sentences"]):
-      rec = ledger.get((p["id"], i, behavior))
-      reading = reading_text(rec) if rec else ""
+    sents = p["sentences"]
+    for i, s in enumerate(sents):
+      rec = readings.get(behavior, sents, i)
+      reading = parse.render(rec) if rec else ""
       if level == "sentence":
         if reading:
           out.append({"id": example_id(p["id"], i, behavior), "text": f"{s}{sep}{reading}"})
@@ -115,13 +95,12 @@ def behavior_examples(paragraphs: list[dict], ledger: dict, behavior: str, sep: 
   return out
 
 
-def skd_examples(paragraphs: list[dict], ledger: dict) -> list[dict]:
-  """Sequence-level KD: the teacher's own responses (prompt + response), when the ledger has them."""
+def skd_examples(paragraphs: list[dict], readings: Readings) -> list[dict]:
+  """Sequence-level KD: the paragraph followed by the teacher's own response to it."""
   out = []
   for p in paragraphs:
-    for i, _ in enumerate(p["sentences"]):
-      rec = ledger.get((p["id"], i, "skd"))
-      if rec and (rec.get("text") or "").strip():
-        out.append({"id": example_id(p["id"], i, "skd"),
-                    "text": (rec.get("prompt") or "") + rec["text"].strip()})
+    text = p.get("text") or " ".join(p["sentences"])
+    rec = readings.records.get(ledger_lib.sentence_key("skd", text, ""))
+    if rec and parse.render(rec):
+      out.append({"id": example_id(p["id"], "skd"), "text": f"{text}\n{parse.render(rec)}"})
   return out

@@ -11,6 +11,7 @@ import logging
 
 import jax
 
+from brd_jax.behaviors import ledger
 from brd_jax.data import formatting
 from brd_jax.data._tf import seqio, tf
 from brd_jax.data.config import DataConfig
@@ -67,20 +68,21 @@ def check(cfg: DataConfig) -> None:
   """Fails fast (before any model is built) on missing or empty data directories."""
   if not cfg.paragraphs_dir:
     raise UserError("data.paragraphs_dir is not set (bind it in gin: data.paragraphs_dir = '...')")
-  formatting.jsonl_files(cfg.paragraphs_dir, "paragraphs")
-  if cfg.ledger_dir:
-    formatting.jsonl_files(cfg.ledger_dir, "ledger")
+  formatting.check_paragraphs(cfg.paragraphs_dir)
+  if cfg.ledger_dir and not ledger.shards(cfg.ledger_dir):
+    raise UserError(f"ledger directory {cfg.ledger_dir} holds no committed shards")
 
 
 def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   check(cfg)
   paragraphs = formatting.read_paragraphs(cfg.paragraphs_dir)
-  ledger = formatting.read_ledger(cfg.ledger_dir) if cfg.ledger_dir else {}
+  readings = formatting.read_ledger(cfg.ledger_dir) if cfg.ledger_dir else \
+      formatting.Readings({})
   return {
       "brd_ori": formatting.original_examples(paragraphs),
-      "brd_ner": formatting.behavior_examples(paragraphs, ledger, "ner", cfg.sep, cfg.level),
-      "brd_qra": formatting.behavior_examples(paragraphs, ledger, "qra", cfg.sep, cfg.level),
-      "brd_skd": formatting.skd_examples(paragraphs, ledger),
+      "brd_ner": formatting.behavior_examples(paragraphs, readings, "ner", cfg.sep, cfg.level),
+      "brd_qra": formatting.behavior_examples(paragraphs, readings, "qra", cfg.sep, cfg.level),
+      "brd_skd": formatting.skd_examples(paragraphs, readings),
   }
 
 

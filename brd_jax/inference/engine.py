@@ -148,10 +148,32 @@ class Engine:
       keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
     out: list[Generation] = []
     for s in range(0, n, self.max_batch):
-      out.extend(self._generate_batch(prompts[s:s + self.max_batch], keys[s:s + self.max_batch],
+      batch = dict(self._batch_stream(prompts[s:s + self.max_batch], keys[s:s + self.max_batch],
                                       max_new_tokens, sampling_, eos_ids, stop, top_logprobs,
-                                      return_logprobs))
+                                      return_logprobs, streaming=False))
+      out.extend(batch[i] for i in range(len(batch)))
     return out
+
+  def stream(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
+             sampling_: Sampling = Sampling(), keys=None, seed: int = 0,
+             eos_ids: Sequence[int] | None = None, stop: Sequence[str] = (),
+             top_logprobs: int = 0, return_logprobs: bool = False):
+    """Yields (prompt index, Generation) as rows finish (checked every `chunk` decode steps).
+
+    The queue is ordered by prompt length (shortest first) so a batch pads little; a row's
+    output depends only on its prompt and key, never on its batch.
+    """
+    n = len(prompts)
+    if keys is None:
+      keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
+    order = sorted(range(n), key=lambda i: (len(prompts[i]), i))
+    for s in range(0, n, self.max_batch):
+      idx = order[s:s + self.max_batch]
+      sub_keys = keys[np.asarray(idx)]
+      for j, g in self._batch_stream([prompts[i] for i in idx], sub_keys, max_new_tokens,
+                                     sampling_, eos_ids, stop, top_logprobs, return_logprobs,
+                                     streaming=True):
+        yield idx[j], g
 
   def _eos(self, eos_ids):
     if eos_ids is not None:
@@ -167,8 +189,9 @@ class Engine:
         return int(pid)
     return 0
 
-  def _generate_batch(self, prompts, keys, max_new_tokens, sampling_, eos_ids, stop, top_n,
-                      return_logprobs):
+  def _batch_stream(self, prompts, keys, max_new_tokens, sampling_, eos_ids, stop, top_n,
+                    return_logprobs, streaming):
+    """Generates one batch; yields (row, Generation), each row once, when it is done."""
     n = len(prompts)
     B = self._batch_bucket(n)
     P = bucket(max(max(len(p) for p in prompts), 1), self.min_prompt_bucket)
@@ -195,9 +218,18 @@ class Engine:
       host_done[n:] = True
       done = jnp.asarray(host_done)
       stopped = np.zeros(B, bool)
+      emitted = np.zeros(B, bool)
+      emitted[n:] = True
       start = 1
-      chunk = self.chunk if stop else max_new_tokens
+      chunk = self.chunk if (stop or streaming) else max_new_tokens
+      row = functools.partial(self._row, max_new=max_new_tokens, eos=set(eos), stop=stop,
+                              top_n=top_n, return_logprobs=return_logprobs)
       while start < max_new_tokens and not host_done.all():
+        if streaming and (host_done & ~emitted).any():
+          host = jax.device_get(buf)
+          for i in np.flatnonzero(host_done & ~emitted):
+            emitted[i] = True
+            yield int(i), row(host, int(i), stopped[i])
         end = min(start + chunk, max_new_tokens)
         cache, buf, done = _decode(self._graphdef, self._state, self._layers, cache, buf, done,
                                    keys, jnp.int32(start), jnp.int32(end), **static)
@@ -209,8 +241,9 @@ class Engine:
             if not host_done[i] and self._hits_stop(toks[i, :start], stop):
               host_done[i] = stopped[i] = True
           done = jnp.asarray(host_done)
-    return self._collect(jax.device_get(buf), n, max_new_tokens, eos, stop, stopped, top_n,
-                         return_logprobs)
+    host = jax.device_get(buf)
+    for i in np.flatnonzero(~emitted):
+      yield int(i), row(host, int(i), stopped[i])
 
   def _place(self, arr):
     if self.mesh is None:
@@ -221,30 +254,37 @@ class Engine:
     text = self.tokenizer.decode(ids)
     return any(s in text for s in stop)
 
-  def _collect(self, buf, n, max_new, eos, stop, stopped, top_n, return_logprobs):
-    results = []
-    eos_set = set(eos)
-    for i in range(n):
-      row = buf["tokens"][i, :max_new].tolist()
-      end, reason = len(row), "length"
-      for j, t in enumerate(row):
-        if t in eos_set:
-          end, reason = j, "eos"
-          break
-      g = Generation(tokens=row[:end], finish_reason=reason)
-      if self.tokenizer is not None:
+  def _row(self, buf, i, stopped, *, max_new, eos, stop, top_n, return_logprobs) -> Generation:
+    """Row i of the host buffers; tokens, text and log-probs all end at the same place."""
+    row = buf["tokens"][i, :max_new].tolist()
+    end, reason = len(row), "length"
+    for j, t in enumerate(row):
+      if t in eos:
+        end, reason = j, "eos"
+        break
+    if stopped:
+      reason = "stop"
+    g = Generation(tokens=row[:end], finish_reason=reason)
+    if self.tokenizer is not None:
+      g.text = self.tokenizer.decode(g.tokens, skip_special_tokens=True)
+      cut = min((g.text.find(s) for s in stop if s in g.text), default=-1)
+      if cut >= 0:
+        end = self._tokens_before(g.tokens, g.text[:cut])
+        g.tokens, g.finish_reason = g.tokens[:end], "stop"
         g.text = self.tokenizer.decode(g.tokens, skip_special_tokens=True)
-        if stop:
-          cut = min((g.text.find(s) for s in stop if s in g.text), default=-1)
-          if cut >= 0:
-            g.text, g.finish_reason = g.text[:cut], "stop"
-      if return_logprobs:
-        g.logprobs = buf["logprobs"][i, :end].tolist()
-      if top_n:
-        g.top_logprobs = [list(zip(buf["top_ids"][i, j].tolist(), buf["top_lp"][i, j].tolist()))
-                          for j in range(end)]
-      results.append(g)
-    return results
+    if return_logprobs:
+      g.logprobs = buf["logprobs"][i, :end].tolist()
+    if top_n:
+      g.top_logprobs = [list(zip(buf["top_ids"][i, j].tolist(), buf["top_lp"][i, j].tolist()))
+                        for j in range(end)]
+    return g
+
+  def _tokens_before(self, tokens, prefix: str) -> int:
+    """The most tokens whose text is a prefix of `prefix` (a stop string may split a token)."""
+    for m in range(len(tokens), -1, -1):
+      if prefix.startswith(self.tokenizer.decode(tokens[:m], skip_special_tokens=True)):
+        return m
+    return 0
 
 
 class _nullcontext:

@@ -1,0 +1,35 @@
+"""The `generate` gin configurable (no heavy imports: gin parsing stays fast)."""
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+
+
+@gin.configurable("generate")
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+  """The teacher's reading: who reads, with which prompts and decoding, and how work is shared."""
+  teacher: str = ""                # a --model spec (HF dir, .gguf, asset:NAME, training dir)
+  behaviors: tuple = ("ner", "qra")
+  templates: dict | None = None    # behaviour -> template id; default templates.DEFAULTS
+  context_sentences: int = 0       # earlier sentences of the paragraph shown as context
+  max_new_tokens: int = 160
+  temperature: float = 0.0         # 0 = greedy
+  top_k: int = 0
+  top_p: float = 1.0
+  stop: tuple = ()
+  seed: int = 0
+  max_attempts: int = 2            # an invalid unit is tried again up to this many times in all
+  retry_temperature: float = 0.7   # a retry of a greedy unit samples (greedy would repeat itself)
+  topk: int = 0                    # store the teacher's top-k logprobs of every generated token
+  batch_size: int = 32
+  commit_every: int = 64           # records per committed shard (lost at most on a kill)
+  limit: int = 0                   # stop after this many units in this run (0: all)
+  num_processes: int = 0           # 0: the JAX process count
+  process_index: int = -1          # -1: the JAX process index
+
+  def decode(self) -> dict:
+    """The decoding parameters that shape outputs (part of every unit key)."""
+    return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+            "top_k": self.top_k, "top_p": self.top_p, "stop": list(self.stop), "seed": self.seed}

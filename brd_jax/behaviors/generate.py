@@ -1,0 +1,284 @@
+"""`run(cfg, paragraphs_dir, ledger_dir, mesh)`: the teacher reads every sentence, exactly once.
+
+Units are built from the paragraphs (a sentence repeated anywhere is one unit), the committed
+ledger says which are done, and this process takes the rest whose key hash falls to it. Rows
+stream out of the engine as they finish and are committed in shards of `commit_every` records;
+an invalid unit is tried again (a sampled retry) until `max_attempts`. A kill loses at most the
+uncommitted records; a re-run, with any process count, does only what is not committed.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+import signal
+import time
+
+from brd_jax.behaviors import ledger, parse, templates
+from brd_jax.behaviors.config import GenerateConfig
+from brd_jax.errors import UserError
+from brd_jax.io_utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Unit:
+  unit: str
+  sentence_key: str
+  behavior: str
+  template: str
+  text: str                 # the sentence (the paragraph for skd)
+  context: str
+  paragraph_id: str
+  sentence_index: int
+  attempt: int = 0
+
+
+def teacher_fingerprint(loaded, chat_template: str | None, system: str | None) -> str:
+  """Weights + tokenizer + the chat template actually used."""
+  tok = loaded.tokenizer
+  h = hashlib.sha256(loaded.fingerprint.encode())
+  backend = getattr(tok, "_tok", None)
+  if hasattr(backend, "to_str"):
+    h.update(backend.to_str().encode())
+  elif getattr(tok, "_sp_path", None):
+    h.update(pathlib.Path(tok._sp_path).read_bytes())  # pylint: disable=protected-access
+  h.update(f"\x1f{chat_template or tok.chat_template}\x1f{system}".encode())
+  return h.hexdigest()[:16]
+
+
+def build_units(paragraphs, cfg: GenerateConfig, teacher: str) -> list[Unit]:
+  """Every (sentence, behaviour) unit, once, in first-seen order."""
+  chosen = {**templates.DEFAULTS, **(cfg.templates or {})}
+  decode = cfg.decode()
+  seen: dict[str, Unit] = {}
+  for p in paragraphs:
+    sents = p["sentences"]
+    for b in cfg.behaviors:
+      t = templates.get(chosen[b], b)
+      items = [(-1, p.get("text") or " ".join(sents), "")] if b == "skd" else [
+          (i, s, " ".join(sents[max(0, i - cfg.context_sentences):i])
+           if cfg.context_sentences else "") for i, s in enumerate(sents)]
+      for i, text, ctx in items:
+        sk = ledger.sentence_key(b, text, ctx)
+        u = ledger.unit_key(sk, t.id, teacher, decode)
+        if u not in seen:
+          seen[u] = Unit(u, sk, b, t.id, text, ctx, p["id"], i)
+  return list(seen.values())
+
+
+def ledger_state(ledger_dir) -> dict[str, tuple[int, bool]]:
+  """unit -> (attempts committed, any valid)."""
+  state: dict[str, tuple[int, bool]] = {}
+  if not pathlib.Path(ledger_dir).is_dir():
+    return state
+  for r in ledger.read(ledger_dir):
+    n, ok = state.get(r["unit"], (0, False))
+    state[r["unit"]] = (max(n, r["attempt"] + 1), ok or r["valid"] is True)
+  return state
+
+
+def _share(unit: str, n: int) -> int:
+  return int(unit[:8], 16) % n
+
+
+def processes(cfg: GenerateConfig) -> tuple[int, int]:
+  n, i = cfg.num_processes, cfg.process_index
+  if n <= 0 or i < 0:
+    import jax  # pylint: disable=import-outside-toplevel
+    n = n if n > 0 else jax.process_count()
+    i = i if i >= 0 else jax.process_index()
+  if not 0 <= i < n:
+    raise UserError(f"generate.process_index={i} is not in [0, {n})")
+  return n, i
+
+
+class _Stop:
+  """SIGTERM: finish the row in hand, commit, exit cleanly (preemption)."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      self._old = None
+    return self
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+    return False
+
+
+def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bool = True,
+        loaded=None) -> dict:
+  """Generates this process's share of the missing units; returns a summary."""
+  from brd_jax.corpus.stage import read_paragraphs  # pylint: disable=import-outside-toplevel
+  for b in cfg.behaviors:
+    if b not in templates.BEHAVIORS:
+      raise UserError(f"generate.behaviors: unknown behaviour {b!r} (known: "
+                      f"{', '.join(templates.BEHAVIORS)})")
+  if cfg.max_attempts < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
+    raise UserError("generate.max_attempts, batch_size and max_new_tokens must be >= 1")
+  paragraphs = list(read_paragraphs(paragraphs_dir))
+  n_proc, proc = processes(cfg)
+  if loaded is None:
+    if not cfg.teacher:
+      raise UserError("no teacher: give --teacher SPEC (generate.teacher)")
+    from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+    loaded = resolve.load(cfg.teacher, mesh if mesh is not None and mesh.size > 1 else None)
+  if loaded.tokenizer is None:
+    raise UserError(f"teacher {cfg.teacher} has no tokenizer")
+  from brd_jax.inference import chat  # pylint: disable=import-outside-toplevel
+  chat_template, system = chat.template()
+  teacher = teacher_fingerprint(loaded, chat_template, system)
+  units = build_units(paragraphs, cfg, teacher)
+  state = ledger_state(ledger_dir)
+  todo = []
+  for u in units:
+    attempts, ok = state.get(u.unit, (0, False))
+    if not ok and attempts < cfg.max_attempts and _share(u.unit, n_proc) == proc:
+      u.attempt = attempts
+      todo.append(u)
+  if cfg.limit:
+    todo = todo[:cfg.limit]
+  stats = _generate(cfg, loaded, mesh, todo, ledger_dir, proc, teacher, chat_template, system,
+                    progress)
+  manifest = write_manifest(ledger_dir, cfg, teacher, units, stats)
+  return {"units": len(units), "this_run": stats["rows"], "valid_this_run": stats["valid"],
+          "done": manifest["done"], "remaining": manifest["remaining"],
+          "tokens_per_s": stats["tokens_per_s"], "stopped": stats["stopped"],
+          "ledger": str(ledger_dir)}
+
+
+def _sampling(cfg: GenerateConfig, attempt: int):
+  from brd_jax.inference.engine import Sampling  # pylint: disable=import-outside-toplevel
+  if attempt > 0 and cfg.temperature == 0.0:
+    return Sampling(cfg.retry_temperature, cfg.top_k, cfg.top_p)
+  return Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+
+
+def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, chat_template,
+              system, progress) -> dict:
+  import jax  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.engine import Engine  # pylint: disable=import-outside-toplevel
+  tok = loaded.tokenizer
+  engine = Engine(loaded.model, tok, mesh if mesh is not None and mesh.size > 1 else None,
+                  max_batch=cfg.batch_size)
+  writer = ledger.Writer(ledger_dir, proc)
+  stats = collections.Counter()
+  t0 = time.perf_counter()
+  bar = tqdm(total=len(todo), desc="generate", unit="unit", disable=not progress,
+             dynamic_ncols=True)
+  with _Stop() as stop:
+    queue = todo
+    while queue and not stop.requested:
+      retry: list[Unit] = []
+      by_sampling = collections.defaultdict(list)
+      for u in queue:
+        by_sampling[_sampling(cfg, u.attempt)].append(u)
+      for sampling_, group in by_sampling.items():
+        prompts = [tok.encode(templates.get(u.template).prompt(tok, u.text, u.context,
+                                                               chat_template, system))
+                   for u in group]
+        keys = jax.numpy.stack([jax.random.key(ledger.seed_of(ledger.record_key(u.unit, u.attempt))
+                                               ^ cfg.seed) for u in group])
+        for i, g in engine.stream(prompts, cfg.max_new_tokens, sampling_, keys=keys,
+                                  stop=cfg.stop, top_logprobs=cfg.topk):
+          u = group[i]
+          rec = _record(u, g, sampling_, cfg, teacher, proc, len(prompts[i]))
+          writer.add(rec)
+          stats["rows"] += 1
+          stats["valid"] += rec["valid"]
+          stats["tokens"] += rec["n_tokens"]
+          stats["prompt_tokens"] += len(prompts[i])
+          if not rec["valid"] and u.attempt + 1 < cfg.max_attempts:
+            retry.append(dataclasses.replace(u, attempt=u.attempt + 1))
+          else:
+            bar.update(1)
+          if len(writer.buffer) >= cfg.commit_every:
+            writer.commit()
+          dt = max(time.perf_counter() - t0, 1e-9)
+          bar.set_postfix(sent_per_s=f"{stats['rows'] / dt:.2f}",
+                          tok_per_s=f"{stats['tokens'] / dt:.1f}",
+                          valid=f"{100 * stats['valid'] / stats['rows']:.0f}%")
+          if stop.requested:
+            break
+        if stop.requested:
+          break
+      writer.commit()
+      queue = retry
+    writer.commit()
+  bar.close()
+  dt = max(time.perf_counter() - t0, 1e-9)
+  return {"rows": stats["rows"], "valid": stats["valid"], "tokens": stats["tokens"],
+          "prompt_tokens": stats["prompt_tokens"], "seconds": round(dt, 2),
+          "tokens_per_s": round(stats["tokens"] / dt, 2),
+          "units_per_s": round(stats["rows"] / dt, 3), "stopped": stop.requested}
+
+
+def _record(u: Unit, g, sampling_, cfg, teacher, proc, prompt_tokens) -> dict:
+  parsed, error = parse.parse(u.behavior, g.text or "", u.text, g.finish_reason)
+  rec = {"key": ledger.record_key(u.unit, u.attempt), "unit": u.unit,
+         "sentence_key": u.sentence_key, "attempt": u.attempt, "paragraph_id": u.paragraph_id,
+         "sentence_index": u.sentence_index, "behavior": u.behavior, "template": u.template,
+         "teacher": teacher, "sentence": u.text, "context": u.context,
+         "decode": {**cfg.decode(), "temperature": sampling_.temperature},
+         "text": g.text, "finish_reason": g.finish_reason, "n_tokens": len(g.tokens),
+         "prompt_tokens": prompt_tokens, "parsed": parsed, "valid": error is None,
+         "error": error, "process": proc}
+  if cfg.topk:
+    rec["tokens"] = ledger.pack_tokens(g.tokens)
+    rec["topk"] = ledger.pack_topk(g.top_logprobs or [])
+  return rec
+
+
+def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Unit],
+                   stats: dict) -> dict:
+  """Counts over the whole committed ledger (every process's shards) for this configuration."""
+  wanted = {u.unit: u.behavior for u in units}
+  per = {b: collections.Counter() for b in cfg.behaviors}
+  done = set()
+  for r in ledger.read(ledger_dir):
+    b = wanted.get(r["unit"])
+    if b is None:
+      continue
+    c = per[b]
+    c["records"] += 1
+    if r["valid"] is True:
+      if r["unit"] not in done:
+        c["valid_units"] += 1
+      done.add(r["unit"])
+    else:
+      c[f"error:{r.get('error')}"] += 1
+      if r["attempt"] + 1 >= cfg.max_attempts:
+        done.add(r["unit"])
+    c["tokens"] += r.get("n_tokens", 0)
+  totals = collections.Counter(u.behavior for u in units)
+  chosen = {**templates.DEFAULTS, **(cfg.templates or {})}
+  manifest = {
+      "teacher": teacher, "teacher_spec": cfg.teacher,
+      "templates": {b: chosen[b] for b in cfg.behaviors}, "decode": cfg.decode(),
+      "max_attempts": cfg.max_attempts, "topk": cfg.topk,
+      "context_sentences": cfg.context_sentences,
+      "units": len(units), "done": len(done), "remaining": len(units) - len(done),
+      "behaviors": {b: {"units": totals[b], **dict(per[b]),
+                        "keep_rate": round(per[b]["valid_units"] / totals[b], 4)
+                        if totals[b] else None} for b in cfg.behaviors},
+      "last_run": stats,
+  }
+  if cfg.topk:  # 4-byte id + 2-byte logprob per entry, base64 (4/3), plus the 4-byte token id
+    manifest["topk_bytes_per_token"] = round((cfg.topk * 6 + 4) * 4 / 3, 1)
+  atomic_write_text(pathlib.Path(ledger_dir) / "manifest.json", json.dumps(manifest, indent=1))
+  return manifest

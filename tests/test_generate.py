@@ -1,0 +1,184 @@
+"""`brd generate`: exactly-once ledger under kills and process-count changes, streaming engine."""
+import collections
+import json
+import os
+import pathlib
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tiny_teacher
+from brd_jax.behaviors import generate, ledger
+from brd_jax.behaviors.config import GenerateConfig
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CITIES = ["Paris", "Rome", "Lima", "Oslo", "Cairo", "Quito", "Hanoi", "Perth"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+  return tiny_teacher.make(tmp_path_factory.mktemp("teacher"))
+
+
+def write_paragraphs(d: pathlib.Path, n: int, repeat: str | None = None) -> pathlib.Path:
+  rng = random.Random(n)
+  d.mkdir(parents=True, exist_ok=True)
+  pars = []
+  for i in range(n):
+    s = [f"The {rng.choice(['museum', 'bridge', 'market'])} in {rng.choice(CITIES)} opened in "
+         f"{1800 + i}.", f"It was visited by {rng.randrange(10, 99)} people on day {i}."]
+    if repeat and i in (0, n - 1):
+      s.append(repeat)
+    pars.append({"id": f"p{i:03d}", "doc_id": "d", "text": " ".join(s), "sentences": s})
+  (d / "shard-00000.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pars))
+  return d
+
+
+def brd_cmd(*args):
+  return [sys.executable, "-m", "brd_jax.cli", *map(str, args)]
+
+
+def content(ledger_dir) -> dict:
+  """key -> what the teacher produced (process and order excluded)."""
+  out = {}
+  for r in ledger.read(ledger_dir):
+    assert r["key"] not in out, f"key {r['key']} twice"
+    out[r["key"]] = (r["text"], r["valid"], r["error"], r["n_tokens"], r["finish_reason"])
+  return out
+
+
+def check_exactly_once(ledger_dir, n_units, max_attempts):
+  per_unit = collections.defaultdict(list)
+  for path in ledger.shards(ledger_dir):  # every committed shard parses, line by line
+    for line in path.read_text().splitlines():
+      r = json.loads(line)
+      per_unit[r["unit"]].append(r)
+  assert len(per_unit) == n_units
+  for recs in per_unit.values():
+    attempts = sorted(r["attempt"] for r in recs)
+    assert attempts == list(range(len(attempts)))  # each attempt once, none skipped
+    assert recs[-1]["valid"] or len(recs) == max_attempts
+
+
+GIN = ["--gin", "generate.max_new_tokens=12", "--gin", "generate.commit_every=3",
+       "--gin", "generate.batch_size=8", "--behaviors", "ner", "--no_progress"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_path, teacher):
+  pars = write_paragraphs(tmp_path / "paragraphs", 24)  # 48 ner units
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  ref = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "ref",
+                               "--teacher", teacher, *GIN), cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  out, rng = tmp_path / "killed", random.Random(0)
+  kills = 0
+  for _ in range(5):
+    before = len(ledger.shards(out)) if out.exists() else 0
+    proc = subprocess.Popen(brd_cmd("generate", "--paragraphs", pars, "--out", out, "--teacher",
+                                    teacher, *GIN), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = before + rng.randrange(1, 6)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+      if out.exists() and len(ledger.shards(out)) >= target:
+        time.sleep(rng.random() * 0.5)  # anywhere inside the next shard's work
+        break
+      time.sleep(0.02)
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      kills += 1
+    proc.wait()
+  assert kills >= 3
+  done = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", out, "--teacher",
+                                teacher, *GIN), cwd=ROOT, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-3000:]
+  check_exactly_once(out, 48, 2)
+  assert content(out) == content(tmp_path / "ref")
+  summary = json.loads(done.stdout.strip().splitlines()[-1])
+  assert summary["remaining"] == 0
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_two_processes_then_one_finish_what_one_process_does(tmp_path, teacher):
+  pars = write_paragraphs(tmp_path / "paragraphs", 12)  # 24 units
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "BRD_COORDINATOR": f"127.0.0.1:{port}",
+           "BRD_NUM_PROCESSES": "2", "BRD_PROCESS_ID": str(i)}
+    procs.append(subprocess.Popen(
+        brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "multi", "--teacher",
+                teacher, "--limit", 5, *GIN), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+  shards = ledger.shards(tmp_path / "multi")
+  assert {s.name[:11] for s in shards} == {"shard-p0000", "shard-p0001"}
+  partial = {r["unit"] for r in ledger.read(tmp_path / "multi")}
+  assert 0 < len(partial) <= 10
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  fin = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "multi",
+                               "--teacher", teacher, "--num_processes", 1, "--process_index", 0,
+                               *GIN), cwd=ROOT, env=env, capture_output=True, text=True)
+  assert fin.returncode == 0, fin.stderr[-3000:]
+  one = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "one",
+                               "--teacher", teacher, *GIN), cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+  assert one.returncode == 0, one.stderr[-3000:]
+  check_exactly_once(tmp_path / "multi", 24, 2)
+  assert content(tmp_path / "multi") == content(tmp_path / "one")
+
+
+def test_repeated_sentence_is_one_unit_and_rerun_does_nothing(tmp_path, teacher):
+  shared = "The same sentence appears in two paragraphs."
+  pars = write_paragraphs(tmp_path / "paragraphs", 3, repeat=shared)
+  cfg = GenerateConfig(teacher=str(teacher), behaviors=("ner", "qra"), max_new_tokens=8,
+                       max_attempts=1, num_processes=1, process_index=0, topk=3)
+  s = generate.run(cfg, pars, tmp_path / "ledger", progress=False)
+  assert s["units"] == 2 * (3 * 2 + 1) and s["this_run"] == s["units"]
+  recs = list(ledger.read(tmp_path / "ledger"))
+  assert sum(r["sentence"] == shared for r in recs) == 2  # one per behaviour
+  again = generate.run(cfg, pars, tmp_path / "ledger", progress=False)
+  assert again["this_run"] == 0 and again["remaining"] == 0
+  r = recs[0]
+  ids, lps = ledger.unpack_topk(r["topk"])
+  assert ids.shape == (r["n_tokens"], 3) and np.all(np.diff(lps, axis=1) <= 1e-3)
+  assert ledger.unpack_tokens(r["tokens"]) and len(ledger.unpack_tokens(r["tokens"])) == \
+      r["n_tokens"]
+  m = ledger.read_manifest(tmp_path / "ledger")
+  assert m["units"] == 14 and m["done"] == 14 and m["topk_bytes_per_token"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--paragraphs", "/nonexistent/p", "--out", "{tmp}/l", "--teacher", "{teacher}"],
+     "holds no *.jsonl shards"),
+    (["--paragraphs", "{pars}", "--out", "{tmp}/l", "--teacher", "{teacher}", "--behaviors",
+      "ner,summary"], "unknown behaviour 'summary'"),
+    (["--paragraphs", "{pars}", "--out", "{tmp}/l"], "no teacher"),
+    (["--paragraphs", "{pars}", "--out", "{tmp}/l", "--teacher", "{teacher}", "--gin",
+      "generate.templates={{'ner': 'ner-chat@9'}}"], "unknown template"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, teacher, args, message):
+  pars = write_paragraphs(tmp_path / "paragraphs", 2)
+  fill = {"tmp": tmp_path, "teacher": teacher, "pars": pars}
+  r = subprocess.run(brd_cmd("generate", *[a.format(**fill) for a in args]), cwd=ROOT,
+                     env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True)
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = [l for l in r.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+  assert not list((tmp_path / "l").glob("shard-*")) if (tmp_path / "l").exists() else True
