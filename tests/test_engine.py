@@ -132,3 +132,41 @@ def test_split_and_stacked_layers_give_the_same_generation(tiny):
   stacked = Engine(tiny, max_batch=4, split_layers=False).generate(prompts, 8, Sampling(), **kw)
   assert [g.tokens for g in split] == [g.tokens for g in stacked]
   np.testing.assert_allclose([g.logprobs for g in split], [g.logprobs for g in stacked], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def byte_teacher(tmp_path_factory):
+  import tiny_teacher
+  from brd_jax.checkpoints import resolve
+  return resolve.load(str(tiny_teacher.make(tmp_path_factory.mktemp("bt"))))
+
+
+def test_stream_yields_every_row_once_as_generate_does(byte_teacher):
+  tok = byte_teacher.tokenizer
+  texts = ["a", "the longest prompt of them all, by far", "mid length one", "b c", "xyz " * 5]
+  prompts = [tok.encode(t) for t in texts]
+  eng = Engine(byte_teacher.model, tok, max_batch=2, chunk=4)
+  want = eng.generate(prompts, 12, return_logprobs=True, top_logprobs=2)
+  got = dict(eng.stream(prompts, 12, return_logprobs=True, top_logprobs=2))
+  assert sorted(got) == list(range(len(texts)))
+  for i, g in enumerate(want):
+    assert got[i].tokens == g.tokens and got[i].text == g.text
+    np.testing.assert_allclose(got[i].logprobs, g.logprobs, atol=1e-5)
+
+
+def test_stop_string_cuts_tokens_logprobs_and_text_at_the_same_place(byte_teacher):
+  tok = byte_teacher.tokenizer
+  prompts = [tok.encode(t) for t in ("once upon a time", "in a land far away", "hello")]
+  eng = Engine(byte_teacher.model, tok, chunk=4)
+  full = eng.generate(prompts, 24, return_logprobs=True, top_logprobs=3, eos_ids=())
+  for g in full:
+    assert len(g.text) > 6, g.text
+    stop = g.text[5:7]  # a string this row is known to produce
+    cut = eng.generate([prompts[full.index(g)]], 24, stop=[stop], return_logprobs=True,
+                       top_logprobs=3, eos_ids=())[0]
+    assert cut.finish_reason == "stop"
+    assert stop not in cut.text and g.text.startswith(cut.text)
+    assert tok.decode(cut.tokens, skip_special_tokens=True) == cut.text
+    assert len(cut.logprobs) == len(cut.tokens) == len(cut.top_logprobs)
+    assert cut.tokens == g.tokens[:len(cut.tokens)]
+    np.testing.assert_allclose(cut.logprobs, g.logprobs[:len(cut.tokens)], atol=1e-5)

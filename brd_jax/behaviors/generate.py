@@ -154,7 +154,8 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
     todo = todo[:cfg.limit]
   stats = _generate(cfg, loaded, mesh, todo, ledger_dir, proc, teacher, chat_template, system,
                     progress)
-  manifest = write_manifest(ledger_dir, cfg, teacher, units, stats)
+  manifest = write_manifest(ledger_dir, cfg, teacher, units, stats,
+                            loaded.tokenizer.fingerprint())
   return {"units": len(units), "this_run": stats["rows"], "valid_this_run": stats["valid"],
           "done": manifest["done"], "remaining": manifest["remaining"],
           "tokens_per_s": stats["tokens_per_s"], "stopped": stats["stopped"],
@@ -245,7 +246,7 @@ def _record(u: Unit, g, sampling_, cfg, teacher, proc, prompt_tokens) -> dict:
 
 
 def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Unit],
-                   stats: dict) -> dict:
+                   stats: dict, tokenizer: str) -> dict:
   """Counts over the whole committed ledger (every process's shards) for this configuration."""
   wanted = {u.unit: u.behavior for u in units}
   per = {b: collections.Counter() for b in cfg.behaviors}
@@ -268,7 +269,7 @@ def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Un
   totals = collections.Counter(u.behavior for u in units)
   chosen = {**templates.DEFAULTS, **(cfg.templates or {})}
   manifest = {
-      "teacher": teacher, "teacher_spec": cfg.teacher,
+      "teacher": teacher, "teacher_spec": cfg.teacher, "tokenizer": tokenizer,
       "templates": {b: chosen[b] for b in cfg.behaviors}, "decode": cfg.decode(),
       "max_attempts": cfg.max_attempts, "topk": cfg.topk,
       "context_sentences": cfg.context_sentences,

@@ -104,3 +104,95 @@ def skd_examples(paragraphs: list[dict], readings: Readings) -> list[dict]:
     if rec and parse.render(rec):
       out.append({"id": example_id(p["id"], "skd"), "text": f"{text}\n{parse.render(rec)}"})
   return out
+
+
+# ---- token-level examples for knowledge distillation -------------------------------------------
+class KDTable:
+  """The teacher's top-k logprobs of every behaviour token used in training, one row per token.
+  Examples name rows by `teacher_slot`: 0 is padding (seqio's packer takes 0 for padding, so a
+  real token never has it), 1 is "a token without a teacher", 2.. are taught tokens."""
+  NONE = 1
+
+  def __init__(self, k: int):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    self.k, self._np = k, np
+    self._ids, self._lps, self.rows = [np.zeros((2, k), np.int32)], \
+        [np.zeros((2, k), np.float32)], 2
+
+  def add(self, record: dict) -> list[int]:
+    """Slots of a record's generated tokens (aligned with `ledger.unpack_tokens`)."""
+    ids, lps = ledger_lib.unpack_topk(record["topk"])
+    if ids.shape[1] != self.k:
+      raise UserError(f"ledger record {record['key']}: top-{ids.shape[1]}, expected top-{self.k}")
+    first = self.rows
+    self._ids.append(ids)
+    self._lps.append(lps)
+    self.rows += len(ids)
+    return list(range(first, self.rows))
+
+  def arrays(self):
+    np = self._np
+    return np.concatenate(self._ids), np.concatenate(self._lps)
+
+
+def _reading_tokens(rec: dict, encode, table: KDTable) -> tuple[list[int], list[int]]:
+  """The teacher's own tokens (so its top-k line up) with their slots; records stored without
+  top-k contribute their text, untaught."""
+  if rec.get("tokens") and rec.get("topk"):
+    toks = ledger_lib.unpack_tokens(rec["tokens"])
+    return toks, table.add(rec)
+  ids = encode((rec.get("text") or "").strip())
+  return ids, [KDTable.NONE] * len(ids)
+
+
+def token_examples(paragraphs: list[dict], readings: Readings, task: str, encode, eos: int,
+                   max_len: int, table: KDTable, sep: str = "\n",
+                   level: str = "paragraph") -> list[dict]:
+  """Like the text examples, as token ids with a `teacher_slot` per token (KD training).
+
+  The behaviour parts are the teacher's generated tokens themselves (their raw text, not
+  `parse.render`), because its top-k logprobs exist for exactly those tokens.
+  """
+  sep_ids = encode(sep)
+  out = []
+  none = KDTable.NONE
+
+  def emit(ex_id, ids, slots):
+    ids, slots = ids[:max_len - 1] + [eos], slots[:max_len - 1] + [none]
+    out.append({"id": ex_id, "targets": ids, "teacher_slot": slots})
+
+  for p in paragraphs:
+    sents = p["sentences"]
+    text = p.get("text") or " ".join(sents)
+    if task == "brd_ori":
+      ids = encode(text)
+      emit(p["id"], ids, [none] * len(ids))
+      continue
+    if task == "brd_skd":
+      rec = readings.records.get(ledger_lib.sentence_key("skd", text, ""))
+      if rec:
+        t, s = _reading_tokens(rec, encode, table)
+        head = encode(text) + sep_ids
+        emit(example_id(p["id"], "skd"), head + t, [none] * len(head) + s)
+      continue
+    behavior = task[len("brd_"):]
+    ids, slots, any_reading = [], [], False
+    for i, s in enumerate(sents):
+      rec = readings.get(behavior, sents, i)
+      s_ids = encode(s)
+      if level == "sentence":
+        if rec:
+          t, sl = _reading_tokens(rec, encode, table)
+          emit(example_id(p["id"], i, behavior), s_ids + sep_ids + t,
+               [none] * (len(s_ids) + len(sep_ids)) + sl)
+        continue
+      if ids:
+        ids, slots = ids + sep_ids, slots + [none] * len(sep_ids)
+      ids, slots = ids + s_ids, slots + [none] * len(s_ids)
+      if rec:
+        t, sl = _reading_tokens(rec, encode, table)
+        ids, slots = ids + sep_ids + t, slots + [none] * len(sep_ids) + sl
+        any_reading = True
+    if level == "paragraph" and any_reading:
+      emit(example_id(p["id"], behavior), ids, slots)
+  return out

@@ -44,6 +44,7 @@ class Registered:
   counts: dict[str, int]           # task -> number of examples
   rates: dict[str, float]          # task -> mixing rate actually used
   vocabulary: TokenizerVocabulary
+  kd_table: tuple | None = None    # (ids [N, k], logprobs [N, k]) rows named by teacher_slot
 
 
 def _task(name: str, examples: list[dict], vocab: TokenizerVocabulary, shuffle_buffer: int):
@@ -62,6 +63,55 @@ def _task(name: str, examples: list[dict], vocab: TokenizerVocabulary, shuffle_b
       preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
       output_features={"targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32)},
       shuffle_buffer_size=shuffle_buffer)
+
+
+def _token_task(name: str, examples: list[dict], vocab: TokenizerVocabulary,
+                shuffle_buffer: int):
+  """A task of pre-tokenized examples with a per-token `teacher_slot` (KD training)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+
+    def gen():
+      for e in examples:
+        yield {"id": e["id"], "targets": np.asarray(e["targets"], np.int32),
+               "teacher_slot": np.asarray(e["teacher_slot"], np.int32)}
+    return tf.data.Dataset.from_generator(gen, output_signature={
+        "id": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([None], tf.int32),
+        "teacher_slot": tf.TensorSpec([None], tf.int32)})
+
+  seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(dataset_fn, splits=["train"],
+                                      num_input_examples={"train": len(examples)}),
+      preprocessors=[],
+      output_features={
+          "targets": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
+          "teacher_slot": seqio.Feature(seqio.PassThroughVocabulary(size=0), add_eos=False,
+                                        dtype=tf.int32)},
+      shuffle_buffer_size=shuffle_buffer)
+
+
+def _kd_examples(tokenizer, cfg: DataConfig):
+  """Token examples of every task and the top-k table; refuses a ledger KD cannot use."""
+  manifest = ledger.read_manifest(cfg.ledger_dir) if cfg.ledger_dir else None
+  if not manifest or not manifest.get("topk"):
+    raise UserError("train.kd_weight > 0 needs a ledger written with top-k logprobs "
+                    "(brd generate --topk N); this one has none")
+  if manifest.get("tokenizer") != tokenizer.fingerprint():
+    raise UserError("train.kd_weight > 0 needs a student with the teacher's tokenizer (ledger "
+                    f"{manifest.get('tokenizer')}, student {tokenizer.fingerprint()}); "
+                    "KD across tokenizers is not supported")
+  paragraphs = formatting.read_paragraphs(cfg.paragraphs_dir)
+  readings = formatting.read_ledger(cfg.ledger_dir)
+  table = formatting.KDTable(int(manifest["topk"]))
+  eos = tokenizer.eos_id if tokenizer.eos_id is not None else 1
+  by_task = {t: formatting.token_examples(paragraphs, readings, t, tokenizer.encode, eos,
+                                          cfg.seq_len, table, cfg.sep, cfg.level)
+             for t in TASKS}
+  return by_task, table.arrays()
 
 
 def check(cfg: DataConfig) -> None:
@@ -86,15 +136,22 @@ def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   }
 
 
-def register(tokenizer, cfg: DataConfig | None = None) -> Registered:
-  """Registers every Task and Mixture; returns the configured mixture with its counts and rates."""
+def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Registered:
+  """Registers every Task and Mixture; returns the configured mixture with its counts and rates.
+
+  kd: token-level examples carrying the teacher's top-k (see `formatting.token_examples`)."""
   cfg = cfg or DataConfig()
   if cfg.mixture not in MIXTURES:
     raise UserError(f"data.mixture={cfg.mixture!r}: one of {', '.join(MIXTURES)}")
   vocab = TokenizerVocabulary(tokenizer)
-  by_task = examples_by_task(cfg)
+  kd_table = None
+  if kd:
+    check(cfg)
+    by_task, kd_table = _kd_examples(tokenizer, cfg)
+  else:
+    by_task = examples_by_task(cfg)
   for name, examples in by_task.items():
-    _task(name, examples, vocab, cfg.shuffle_buffer)
+    (_token_task if kd else _task)(name, examples, vocab, cfg.shuffle_buffer)
   counts = {t: len(e) for t, e in by_task.items()}
   unknown = set(cfg.rates or {}) - set(TASKS)
   if unknown:
@@ -114,7 +171,29 @@ def register(tokenizer, cfg: DataConfig | None = None) -> Registered:
   for t in MIXTURES[cfg.mixture]:
     if not counts[t] and t != "brd_skd":
       logging.warning("task %s has no examples; %s mixes without it", t, cfg.mixture)
-  return Registered(cfg.mixture, counts, used, vocab)
+  return Registered(cfg.mixture, counts, used, vocab, kd_table)
+
+
+def _kd_decoder_features(ds, lengths, pack: bool, bos: int):
+  """What seqio's DecoderFeatureConverter makes of `targets`, plus `teacher_slot` packed with
+  it (the converter keeps only its own features; seqio's packer packs both alike)."""
+  if pack:
+    ds = seqio.utils.trim_and_pack_dataset(ds, lengths)
+  else:
+    ds = seqio.utils.trim_and_pad_dataset(ds, lengths)
+
+  def convert(x):
+    seg = x.get("targets_segment_ids")
+    out = {"decoder_target_tokens": x["targets"],
+           "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
+               x["targets"], sequence_id=seg, bos_id=bos),
+           "decoder_loss_weights": tf.cast(tf.not_equal(x["targets"], 0), tf.int32),
+           "teacher_slot": x["teacher_slot"]}
+    if seg is not None:
+      out["decoder_segment_ids"] = seg
+      out["decoder_positions"] = x["targets_positions"]
+    return out
+  return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def dataset(reg: Registered, batch_size: int, cfg: DataConfig | None = None,
@@ -129,12 +208,17 @@ def dataset(reg: Registered, batch_size: int, cfg: DataConfig | None = None,
   if batch_size % n_hosts:
     raise UserError(f"train.batch_size={batch_size} is not divisible by {n_hosts} hosts")
   lengths = {"targets": cfg.seq_len}
+  if reg.kd_table is not None:
+    lengths["teacher_slot"] = cfg.seq_len
   ds = seqio.get_mixture_or_task(reg.mixture).get_dataset(
       sequence_length=lengths, split="train", shuffle=True, seed=cfg.seed, num_epochs=None,
       shard_info=seqio.ShardInfo(host, n_hosts) if n_hosts > 1 else None, use_cached=False)
   tok = reg.vocabulary.tokenizer
   bos = tok.bos_id if tok.bos_id is not None else (tok.eos_id or 0)
-  ds = seqio.DecoderFeatureConverter(pack=cfg.pack, bos_id=bos)(ds, lengths)
+  if reg.kd_table is None:
+    ds = seqio.DecoderFeatureConverter(pack=cfg.pack, bos_id=bos)(ds, lengths)
+  else:
+    ds = _kd_decoder_features(ds, lengths, cfg.pack, bos)
   ds = ds.batch(batch_size // n_hosts, drop_remainder=True)
   if skip_batches:
     ds = ds.skip(skip_batches)

@@ -90,7 +90,8 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
                          tcfg.async_checkpoints)
   start = ck.latest_step()
   stream = {**{k: getattr(dcfg, k) for k in _STREAM_KEYS if hasattr(dcfg, k)},
-            "batch_size": tcfg.batch_size, "hosts": jax.process_count()}
+            "batch_size": tcfg.batch_size, "hosts": jax.process_count(),
+            "kd": tcfg.kd_weight > 0}
   if start is None:
     model, cfg, tok, prov = student.init(scfg, mesh, tcfg.seed)
     _save_tokenizer(tok, workdir)
@@ -123,7 +124,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
     ck.close()
     return {"steps": start, "resumed_from": start, "workdir": str(workdir)}
 
-  reg = tasks.register(tok, dcfg)
+  reg = tasks.register(tok, dcfg, kd=tcfg.kd_weight > 0)
   meta = {"model": cfg.to_dict(), "provenance": prov, "stream": stream,
           "data": {"paragraphs_dir": dcfg.paragraphs_dir, "ledger_dir": dcfg.ledger_dir,
                    "counts": reg.counts, "rates": reg.rates},
@@ -143,7 +144,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   with _Stop() as stop:
     for s in range(start + 1, tcfg.steps + 1):
       try:
-        local = step_lib.normalize_batch(next(batches))
+        local = step_lib.normalize_batch(next(batches), reg.kd_table)
       except StopIteration:
         raise UserError("the training data ran out (the mixture is empty?)") from None
       batch = {k: sharding.global_batch(v, mesh) for k, v in local.items()}

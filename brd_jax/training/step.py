@@ -17,10 +17,18 @@ from brd_jax.training import losses
 from brd_jax.training.config import TrainConfig
 
 
-def normalize_batch(batch: dict) -> dict:
-  """int32 seqio features; unpacked batches get segment ids / positions (0 = padding)."""
+def normalize_batch(batch: dict, kd_table=None) -> dict:
+  """int32 seqio features; unpacked batches get segment ids / positions (0 = padding); a
+  `teacher_slot` becomes the teacher's top-k ids / logprobs and a mask of taught tokens."""
   out = {k: np.asarray(v, np.int32) if k.startswith("decoder_") else np.asarray(v)
          for k, v in batch.items()}
+  if "teacher_slot" in out:
+    slot = out.pop("teacher_slot")
+    if kd_table is not None:
+      ids, lps = kd_table
+      out["teacher_topk_ids"] = ids[slot]
+      out["teacher_topk_logprobs"] = lps[slot]
+      out["teacher_topk_weights"] = (slot > 1).astype(np.float32)  # see data.formatting.KDTable
   if "decoder_segment_ids" not in out:
     real = out["decoder_target_tokens"] != 0
     out["decoder_segment_ids"] = real.astype(np.int32)
@@ -66,7 +74,7 @@ def loss_terms(bind, params, mb: dict):
   terms = {"nll": jnp.sum(nll * w), "z": jnp.sum(jnp.square(logz) * w), "weights": jnp.sum(w)}
   if "teacher_topk_ids" in mb:
     kd = losses.kd_forward_kl(logits, mb["teacher_topk_ids"], mb["teacher_topk_logprobs"])
-    terms["kd"] = jnp.sum(kd * w)
+    terms["kd"] = jnp.sum(kd * w * mb.get("teacher_topk_weights", 1.0))
   return terms, nll
 
 
