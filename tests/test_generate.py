@@ -182,3 +182,52 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, teacher, args, message):
   lines = [l for l in r.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and message in lines[0], r.stderr[-2000:]
   assert not list((tmp_path / "l").glob("shard-*")) if (tmp_path / "l").exists() else True
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_brd_train_reads_a_generated_ledger_through_render(tmp_path, smollm2_gguf):
+  """The real teacher reads 3 paragraphs (one sentence in two of them); training texts hold
+  `render()` of every valid record, a repeated sentence read once and used in both places."""
+  from brd_jax.behaviors import parse
+  from brd_jax.data import tasks
+  from brd_jax.data.config import DataConfig
+  shared = "Barack Obama visited Berlin in July 2008."
+  rows = [["Angela Merkel was the chancellor of Germany.", shared],
+          ["The Danube flows through Vienna and Budapest.", "It ends in the Black Sea."],
+          [shared, "He gave a speech near the Victory Column."]]
+  pars = tmp_path / "paragraphs"
+  pars.mkdir()
+  (pars / "shard-00000.jsonl").write_text("".join(
+      json.dumps({"id": f"p{i}", "doc_id": "d", "text": " ".join(s), "sentences": s}) + "\n"
+      for i, s in enumerate(rows)))
+  cfg = GenerateConfig(teacher=str(smollm2_gguf), max_new_tokens=64, max_attempts=3,
+                       num_processes=1, process_index=0)
+  s = generate.run(cfg, pars, tmp_path / "ledger", progress=False)
+  assert s["units"] == 2 * 5 and s["remaining"] == 0
+  recs = list(ledger.read(tmp_path / "ledger"))
+  assert sorted({(r["behavior"], r["sentence"]) for r in recs if r["sentence"] == shared}) == \
+      [("ner", shared), ("qra", shared)]
+  assert all(r["paragraph_id"] == "p0" for r in recs if r["sentence"] == shared)
+  chosen = ledger.select(recs)
+  assert len(chosen) >= 5, [(r["behavior"], r["error"], r["text"]) for r in recs]
+  by_task = tasks.examples_by_task(DataConfig(paragraphs_dir=str(pars),
+                                              ledger_dir=str(tmp_path / "ledger")))
+  uses = 0
+  for rec in chosen.values():
+    examples = by_task[f"brd_{rec['behavior']}"]
+    holders = [e["text"] for e in examples if rec["sentence"] in e["text"]]
+    assert holders and all(f"{rec['sentence']}\n{parse.render(rec)}" in t for t in holders)
+    uses += len(holders)
+  assert uses > len(chosen)  # the shared sentence's readings serve two paragraphs
+  r = subprocess.run(brd_cmd("train", "--workdir", tmp_path / "train", "--gin_file",
+                             "models/llama_tiny", "--gin",
+                             f"student.tokenizer='{smollm2_gguf}'", "--gin",
+                             "model.vocab_size=49152", "--gin", "train.steps=2", "--gin",
+                             "data.seq_len=64", "--gin", "train.batch_size=8", "--gin",
+                             f"data.paragraphs_dir='{pars}'", "--gin",
+                             f"data.ledger_dir='{tmp_path / 'ledger'}'", "--no_progress"),
+                     cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+                     text=True)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 2
