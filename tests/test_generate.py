@@ -231,3 +231,21 @@ def test_brd_train_reads_a_generated_ledger_through_render(tmp_path, smollm2_ggu
                      text=True)
   assert r.returncode == 0, r.stderr[-3000:]
   assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 2
+
+
+def test_sigterm_commits_what_is_done_and_exits_cleanly(tmp_path, teacher):
+  pars = write_paragraphs(tmp_path / "paragraphs", 24)
+  out = tmp_path / "ledger"
+  proc = subprocess.Popen(brd_cmd("generate", "--paragraphs", pars, "--out", out, "--teacher",
+                                  teacher, *GIN), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  deadline = time.time() + 120
+  while time.time() < deadline and not (out.exists() and ledger.shards(out)):
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  stdout, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr[-3000:]
+  summary = json.loads(stdout.strip().splitlines()[-1])
+  assert summary["stopped"] is True and summary["remaining"] > 0
+  assert len(content(out)) == summary["this_run"]  # every generated row was committed

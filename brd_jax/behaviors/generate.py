@@ -14,13 +14,13 @@ import hashlib
 import json
 import logging
 import pathlib
-import signal
 import time
 
 from brd_jax.behaviors import ledger, parse, templates
 from brd_jax.behaviors.config import GenerateConfig
 from brd_jax.errors import UserError
 from brd_jax.io_utils import atomic_write_text
+from brd_jax.preemption import SigtermFlag
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +97,6 @@ def processes(cfg: GenerateConfig) -> tuple[int, int]:
   return n, i
 
 
-class _Stop:
-  """SIGTERM: finish the row in hand, commit, exit cleanly (preemption)."""
-
-  def __init__(self):
-    self.requested = False
-    self._old = None
-
-  def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      self._old = None
-    return self
-
-  def _handle(self, *_):
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
-    return False
-
-
 def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bool = True,
         loaded=None) -> dict:
   """Generates this process's share of the missing units; returns a summary."""
@@ -182,7 +159,7 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
   t0 = time.perf_counter()
   bar = tqdm(total=len(todo), desc="generate", unit="unit", disable=not progress,
              dynamic_ncols=True)
-  with _Stop() as stop:
+  with SigtermFlag() as stop:
     queue = todo
     while queue and not stop.requested:
       retry: list[Unit] = []

@@ -15,6 +15,7 @@ import numpy as np
 
 from brd_jax import sharding
 from brd_jax.checkpoints import orbax
+from brd_jax.preemption import SigtermFlag
 from brd_jax.errors import UserError
 from brd_jax.models import build
 from brd_jax.models.config import ModelConfig
@@ -43,28 +44,6 @@ def _any_host(flag: bool) -> bool:
     return flag
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
-
-
-class _Stop:
-  """SIGTERM (preemption) -> save at the next step boundary, then exit."""
-
-  def __init__(self):
-    self.requested = False
-    self._old = None
-
-  def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. some test runners): no handler
-      self._old = None
-    return self
-
-  def _handle(self, *_):
-    self.requested = True
-
-  def __exit__(self, *_):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
 
 
 def _save_tokenizer(tok, workdir: pathlib.Path) -> None:
@@ -141,7 +120,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step",
              disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
   first, t_last, step_last, s, stopping = True, time.perf_counter(), start, start, False
-  with _Stop() as stop:
+  with SigtermFlag() as stop:
     for s in range(start + 1, tcfg.steps + 1):
       try:
         local = step_lib.normalize_batch(next(batches), reg.kd_table)
