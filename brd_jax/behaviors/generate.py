@@ -148,13 +148,13 @@ def _sampling(cfg: GenerateConfig, attempt: int):
 
 def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, chat_template,
               system, progress) -> dict:
-  import jax  # pylint: disable=import-outside-toplevel
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   from brd_jax.inference.engine import Engine  # pylint: disable=import-outside-toplevel
   tok = loaded.tokenizer
   engine = Engine(loaded.model, tok, mesh if mesh is not None and mesh.size > 1 else None,
                   max_batch=cfg.batch_size)
   writer = ledger.Writer(ledger_dir, proc)
+  window = 64 * cfg.batch_size
   stats = collections.Counter()
   t0 = time.perf_counter()
   bar = tqdm(total=len(todo), desc="generate", unit="unit", disable=not progress,
@@ -167,30 +167,28 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
       for u in queue:
         by_sampling[_sampling(cfg, u.attempt)].append(u)
       for sampling_, group in by_sampling.items():
-        prompts = [tok.encode(templates.get(u.template).prompt(tok, u.text, u.context,
-                                                               chat_template, system))
-                   for u in group]
-        keys = jax.numpy.stack([jax.random.key(ledger.seed_of(ledger.record_key(u.unit, u.attempt))
-                                               ^ cfg.seed) for u in group])
-        for i, g in engine.stream(prompts, cfg.max_new_tokens, sampling_, keys=keys,
-                                  stop=cfg.stop, top_logprobs=cfg.topk):
-          u = group[i]
-          rec = _record(u, g, sampling_, cfg, teacher, proc, len(prompts[i]))
-          writer.add(rec)
-          stats["rows"] += 1
-          stats["valid"] += rec["valid"]
-          stats["tokens"] += rec["n_tokens"]
-          stats["prompt_tokens"] += len(prompts[i])
-          if not rec["valid"] and u.attempt + 1 < cfg.max_attempts:
-            retry.append(dataclasses.replace(u, attempt=u.attempt + 1))
-          else:
-            bar.update(1)
-          if len(writer.buffer) >= cfg.commit_every:
-            writer.commit()
-          dt = max(time.perf_counter() - t0, 1e-9)
-          bar.set_postfix(sent_per_s=f"{stats['rows'] / dt:.2f}",
-                          tok_per_s=f"{stats['tokens'] / dt:.1f}",
-                          valid=f"{100 * stats['valid'] / stats['rows']:.0f}%")
+        # Prompts are built a window at a time: a process's share can be millions of units.
+        for w in range(0, len(group), window):
+          for u, g, n_prompt in _stream_window(engine, tok, group[w:w + window], sampling_, cfg,
+                                               chat_template, system):
+            rec = _record(u, g, sampling_, cfg, teacher, proc, n_prompt)
+            writer.add(rec)
+            stats["rows"] += 1
+            stats["valid"] += rec["valid"]
+            stats["tokens"] += rec["n_tokens"]
+            stats["prompt_tokens"] += n_prompt
+            if not rec["valid"] and u.attempt + 1 < cfg.max_attempts:
+              retry.append(dataclasses.replace(u, attempt=u.attempt + 1))
+            else:
+              bar.update(1)
+            if len(writer.buffer) >= cfg.commit_every:
+              writer.commit()
+            dt = max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(sent_per_s=f"{stats['rows'] / dt:.2f}",
+                            tok_per_s=f"{stats['tokens'] / dt:.1f}",
+                            valid=f"{100 * stats['valid'] / stats['rows']:.0f}%")
+            if stop.requested:
+              break
           if stop.requested:
             break
         if stop.requested:
@@ -204,6 +202,18 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
           "prompt_tokens": stats["prompt_tokens"], "seconds": round(dt, 2),
           "tokens_per_s": round(stats["tokens"] / dt, 2),
           "units_per_s": round(stats["rows"] / dt, 3), "stopped": stop.requested}
+
+
+def _stream_window(engine, tok, units: list[Unit], sampling_, cfg, chat_template, system):
+  """(unit, Generation, prompt tokens) for each unit, in the order rows finish."""
+  import jax  # pylint: disable=import-outside-toplevel
+  prompts = [tok.encode(templates.get(u.template).prompt(tok, u.text, u.context, chat_template,
+                                                         system)) for u in units]
+  keys = jax.numpy.stack([jax.random.key(ledger.seed_of(ledger.record_key(u.unit, u.attempt))
+                                         ^ cfg.seed) for u in units])
+  for i, g in engine.stream(prompts, cfg.max_new_tokens, sampling_, keys=keys, stop=cfg.stop,
+                            top_logprobs=cfg.topk):
+    yield units[i], g, len(prompts[i])
 
 
 def _record(u: Unit, g, sampling_, cfg, teacher, proc, prompt_tokens) -> dict:

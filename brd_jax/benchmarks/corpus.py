@@ -11,7 +11,6 @@ would take at that rate, and each process's peak RSS.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import random
 import subprocess

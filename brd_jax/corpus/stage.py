@@ -110,7 +110,6 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
     return {"status": "up to date", "paragraphs": done["kept"], "dir": str(workdir / "paragraphs")}
   n, i = processes(cfg)
   parts = workdir / "parts" / f"{fingerprint[:16]}-{n}p-{cfg.chunk_docs}d"
-  t0 = time.time()
   _phase1(cfg, sources, parts / f"p{i:04d}", n, i, eval_texts, progress)
   atomic_write_text(parts / f"p{i:04d}" / "DONE", "")
   waiting = [j for j in range(n) if not (parts / f"p{j:04d}" / "DONE").exists()]
@@ -122,7 +121,6 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
       return {"status": "up to date", "paragraphs": done["kept"],
               "dir": str(workdir / "paragraphs")}
     manifest = _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress)
-  manifest["seconds_merge_process"] = round(time.time() - t0, 2)
   if not cfg.keep_parts:
     shutil.rmtree(workdir / "parts", ignore_errors=True)
   return {"status": "written", "paragraphs": manifest["kept"], "dir": str(workdir / "paragraphs"),
