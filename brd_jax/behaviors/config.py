@@ -14,6 +14,7 @@ class GenerateConfig:
   behaviors: tuple = ("ner", "qra")
   templates: dict | None = None    # behaviour -> template id; default templates.DEFAULTS
   context_sentences: int = 0       # earlier sentences of the paragraph shown as context
+  min_sentence_words: int = 3      # shorter sentences ("Hooray!", "CHAPTER X.") are not read
   max_new_tokens: int = 160
   temperature: float = 0.0         # 0 = greedy
   top_k: int = 0

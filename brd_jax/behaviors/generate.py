@@ -64,6 +64,8 @@ def build_units(paragraphs, cfg: GenerateConfig, teacher: str) -> list[Unit]:
           (i, s, " ".join(sents[max(0, i - cfg.context_sentences):i])
            if cfg.context_sentences else "") for i, s in enumerate(sents)]
       for i, text, ctx in items:
+        if b != "skd" and len(text.split()) < cfg.min_sentence_words:
+          continue
         sk = ledger.sentence_key(b, text, ctx)
         u = ledger.unit_key(sk, t.id, teacher, decode)
         if u not in seen:

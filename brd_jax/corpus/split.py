@@ -2,9 +2,10 @@
 
 `blingfire` with `repair=True` is the default, chosen by `compare()` (`brd bench split`): of
 pysbd, syntok and blingfire it gets the most of the hard cases in `split_cases.py` right and is
-~20-50x faster (the corpus issue's note has the table). `repair` fixes the two kinds of error
-blingfire makes on that set: a list marker left on its own ("1.") and a quoted ?/! split from
-the lower-case words that continue its sentence ('"Stop!" | shouted the guard.').
+~20-50x faster (the corpus issue's note has the table). `repair` fixes the kinds of error
+blingfire makes on that set and on real text: a list marker left on its own ("1."), a quoted ?/!
+split from the lower-case words that continue its sentence ('"Stop!" | shouted the guard.') and,
+after a question, a title cut from its name ('Is it? | Mr. | Koga is going.').
 """
 from __future__ import annotations
 
@@ -43,13 +44,15 @@ def _syntok() -> Callable[[str], list[str]]:
 
 _LIST_MARKER = re.compile(r"^\(?(\d{1,3}|[a-zA-Z])[.)]$")
 _QUOTED_END = re.compile(r"[?!][\"'”’)\]]$")
+_TITLE = re.compile(r"^[\"'“‘(]?(Mr|Mrs|Ms|Dr|Prof|St|Gen|Sen|Rep|Rev|Capt|Col|Lt|Sgt|Mt|Messrs)\.$")
 
 
 def repair(sentences: list[str]) -> list[str]:
-  """Joins a lone list marker to the next piece, and a lower-case piece to a quoted ?/! before it."""
+  """Joins a lone list marker or title to the next piece, and a lower-case piece to a quoted ?/!
+  before it."""
   out: list[str] = []
   for s in sentences:
-    if out and _LIST_MARKER.match(out[-1]):
+    if out and (_LIST_MARKER.match(out[-1]) or _TITLE.match(out[-1])):
       out[-1] = f"{out[-1]} {s}"
     elif out and s[:1].islower() and _QUOTED_END.search(out[-1]):
       out[-1] = f"{out[-1]} {s}"

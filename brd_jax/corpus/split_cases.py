@@ -53,6 +53,13 @@ CASES = [
      ["They packed tents, stoves, maps, etc.", "The hike began at dawn."]),
     ("abbreviation at end", C, "She moved back to the U.S. Her parents still live in Ohio.",
      ["She moved back to the U.S.", "Her parents still live in Ohio."]),
+    ("abbreviation", "Botchan (Natsume, tr. Morri; the english-botchan asset), adapted",
+     "That is not to be had by reducing the income of Mr. Koga, is it? Mr. Koga is going to "
+     "Nobeoka.",
+     ["That is not to be had by reducing the income of Mr. Koga, is it?",
+      "Mr. Koga is going to Nobeoka."]),
+    ("abbreviation", C, "Who called? Dr. Rao left a message for you.",
+     ["Who called?", "Dr. Rao left a message for you."]),
     # -- initials
     ("initials", C, "J. R. R. Tolkien wrote The Hobbit. It was published in 1937.",
      ["J. R. R. Tolkien wrote The Hobbit.", "It was published in 1937."]),
