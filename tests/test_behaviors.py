@@ -70,6 +70,7 @@ def test_qra_parses_question_answer_pairs():
     ("Q: Who?\nA: Marie\n" * 3, "runaway_repetition"),
     ("Q: Pourquoi est-elle partie à Paris?\nA: Pour étudier la physique à la Sorbonne et "
      "pour les cours", "not_english"),
+    ("Q: Why did she move?\nA: The Amazon River carries more water.", "answer_not_grounded"),
 ])
 def test_qra_rejections(text, reason):
   assert parse.parse("qra", text, S) == (None, reason)

@@ -4,7 +4,9 @@ NER: `[{"entity", "type", "description"}]` from lines `entity | type | descripti
 no entity, a valid empty reading). QRA: `[{"question", "answer"}]` from `Q:` / `A:` lines. SKD:
 the response itself. Reasons, checked in this order: empty, truncated (cut at max tokens),
 runaway_repetition, not_english, then the behaviour's own (missing_fields,
-entity_not_in_sentence; no_question, question_without_answer).
+entity_not_in_sentence; no_question, question_without_answer, answer_not_grounded: fewer than
+half of the answer's content words come from the sentence or the question, e.g. a demonstration
+copied into an unrelated reading).
 """
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ import collections
 import re
 
 ERRORS = ("empty", "truncated", "runaway_repetition", "not_english", "missing_fields",
-          "entity_not_in_sentence", "no_question", "question_without_answer")
+          "entity_not_in_sentence", "no_question", "question_without_answer",
+          "answer_not_grounded")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s*")
 _Q = re.compile(r"^\s*(?:Q|Question)\s*[:：]\s*(.*)$", re.I)
 _A = re.compile(r"^\s*(?:A|Answer)\s*[:：]\s*(.*)$", re.I)
 _EN = frozenset("the a an of and to in is was are were for on with as by at from that this it "
                 "what who when where why how which did does do".split())
+_STOP = _EN | frozenset("not but had has have his her him she they them their there then than "
+                        "very also just about into onto over some any all one two its our your "
+                        "you was".split())
 _OTHER = frozenset("le la les est une des et der die das und ist el los las que por una del y "
                    "il di che non sono".split())
 
@@ -63,7 +69,18 @@ def parse_ner(text: str, sentence: str):
   return out, None
 
 
-def parse_qra(text: str):
+def _content(text: str) -> set[str]:
+  """Content-word stems: words of 3+ letters outside a short stop list, cut to 5 characters so
+  that "pickled" meets "pickle"."""
+  return {w[:5] for w in re.findall(r"[^\W\d_]{3,}", text.lower()) if w not in _STOP}
+
+
+def grounded(answer: str, source: str) -> bool:
+  words = _content(answer)
+  return not words or len(words & _content(source)) >= 0.5 * len(words)
+
+
+def parse_qra(text: str, sentence: str = ""):
   pairs, q = [], None
   for line in text.strip().splitlines():
     if m := _Q.match(line):
@@ -80,6 +97,8 @@ def parse_qra(text: str):
     return None, "question_without_answer"
   if not pairs or not all(p["question"] for p in pairs):
     return None, "no_question"
+  if sentence and not all(grounded(p["answer"], f"{sentence} {p['question']}") for p in pairs):
+    return None, "answer_not_grounded"
   return pairs, None
 
 
@@ -96,7 +115,7 @@ def parse(behavior: str, text: str, unit_text: str, finish_reason: str = "eos"):
   if behavior == "ner":
     return parse_ner(text, unit_text)
   if behavior == "qra":
-    return parse_qra(text)
+    return parse_qra(text, unit_text)
   return text.strip(), None
 
 

@@ -4,8 +4,9 @@
 pysbd, syntok and blingfire it gets the most of the hard cases in `split_cases.py` right and is
 ~20-50x faster (the corpus issue's note has the table). `repair` fixes the kinds of error
 blingfire makes on that set and on real text: a list marker left on its own ("1."), a quoted ?/!
-split from the lower-case words that continue its sentence ('"Stop!" | shouted the guard.') and,
-after a question, a title cut from its name ('Is it? | Mr. | Koga is going.').
+split from the lower-case words that continue its sentence ('"Stop!" | shouted the guard.'), a
+title cut from its name ('Is it? | Mr. | Koga is going.') and a sentence end missed before a
+title ('It was late. Dr. Smith left.' kept whole).
 """
 from __future__ import annotations
 
@@ -44,14 +45,19 @@ def _syntok() -> Callable[[str], list[str]]:
 
 _LIST_MARKER = re.compile(r"^\(?(\d{1,3}|[a-zA-Z])[.)]$")
 _QUOTED_END = re.compile(r"[?!][\"'”’)\]]$")
-_TITLE = re.compile(r"^[\"'“‘(]?(Mr|Mrs|Ms|Dr|Prof|St|Gen|Sen|Rep|Rev|Capt|Col|Lt|Sgt|Mt|Messrs)\.$")
+_TITLES = r"(?:Mr|Mrs|Ms|Dr|Prof|St|Gen|Sen|Rep|Rev|Capt|Col|Lt|Sgt|Mt|Messrs)"
+_TITLE = re.compile(r"^[\"'“‘(]?" + _TITLES + r"\.$")
+# A sentence end (a word in lower case, then . ! or ?) right before a title and a name.
+_END_BEFORE_TITLE = re.compile(r"(?<=[a-z0-9][.!?])([\"'”’)]?) (?=[\"'“‘(]?" + _TITLES +
+                               r"\.? [A-Z])")
 
 
 def repair(sentences: list[str]) -> list[str]:
-  """Joins a lone list marker or title to the next piece, and a lower-case piece to a quoted ?/!
-  before it."""
+  """Splits before a title that follows a sentence end; joins a lone list marker or title to the
+  next piece, and a lower-case piece to a quoted ?/! before it."""
+  pieces = [p for s in sentences for p in _END_BEFORE_TITLE.sub("\\1\n", s).split("\n")]
   out: list[str] = []
-  for s in sentences:
+  for s in pieces:
     if out and (_LIST_MARKER.match(out[-1]) or _TITLE.match(out[-1])):
       out[-1] = f"{out[-1]} {s}"
     elif out and s[:1].islower() and _QUOTED_END.search(out[-1]):

@@ -60,6 +60,13 @@ CASES = [
       "Mr. Koga is going to Nobeoka."]),
     ("abbreviation", C, "Who called? Dr. Rao left a message for you.",
      ["Who called?", "Dr. Rao left a message for you."]),
+    ("abbreviation", "Botchan (Natsume, tr. Morri; the english-botchan asset), adapted",
+     "You need not be shy. Mr. Koga will be promoted.",
+     ["You need not be shy.", "Mr. Koga will be promoted."]),
+    ("abbreviation", C, "It was late. Dr. Smith left the ward.",
+     ["It was late.", "Dr. Smith left the ward."]),
+    ("abbreviation", C, "He waited by the gate. Prof. Li arrived at noon.",
+     ["He waited by the gate.", "Prof. Li arrived at noon."]),
     # -- initials
     ("initials", C, "J. R. R. Tolkien wrote The Hobbit. It was published in 1937.",
      ["J. R. R. Tolkien wrote The Hobbit.", "It was published in 1937."]),
