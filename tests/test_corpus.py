@@ -185,7 +185,8 @@ def real_paragraphs():
     if os.environ.get("BRD_OFFLINE") == "1":
       pytest.skip(f"BRD_OFFLINE=1 and the asset is not cached: {e}")
     raise
-  cfg = CorpusConfig(inputs=(str(path),), format="wrapped")
+  cfg = CorpusConfig(inputs=("asset:english-botchan",), format="wrapped")
+  assert [s.path for s in readers.expand(cfg.inputs, cfg.format)] == [str(path)]
   paras = []
   for src in readers.expand(cfg.inputs, cfg.format):
     for _, doc in readers.documents(src, cfg, collections.Counter()):
@@ -309,6 +310,9 @@ def test_rerun_is_a_no_op_and_a_changed_input_rebuilds(tmp_path):
   assert s["status"] == "written" and s["paragraphs"] == 36
   s = stage.run(dataclasses.replace(cfg, min_sentences=3), tmp_path / "w", progress=False)
   assert s["status"] == "written" and s["paragraphs"] == 36  # changed setting: rebuilt
+  s = stage.run(dataclasses.replace(cfg, max_paragraphs=7), tmp_path / "w", progress=False)
+  assert s["paragraphs"] == 7 and [r["text"] for r in outputs(tmp_path / "w")] == \
+      [" ".join(p.split()) for d in cc100_text(12).split("\n\n") for p in d.splitlines()][:7]
 
 
 def brd(*args, **kw):

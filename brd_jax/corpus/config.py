@@ -49,6 +49,7 @@ class CorpusConfig:
   decontaminate: tuple = ("xnli", "rte", "cb", "pawsx", "boolq", "sst2")
   decontam_ngram: int = 13
   # output and work sharing
+  max_paragraphs: int = 0          # keep only the first N paragraphs in input order (0: all)
   shard_paragraphs: int = 10_000   # paragraphs per output shard
   chunk_docs: int = 2_000          # input documents per resumable work chunk
   num_processes: int = 0           # 0: the JAX process count (1 without multi-host)

@@ -80,7 +80,7 @@ def _check_text_file(path: pathlib.Path) -> None:
 
 def expand(inputs, fmt: str = "auto", exclude=()) -> list[Source]:
   """Files, directories (recursively, hidden files skipped) and globs, in sorted order; `hf:` and
-  `tfds:` dataset specs. Every file is checked here, before any work starts. Files under
+  `tfds:` dataset specs; `asset:NAME` text assets. Every file is checked here, before any work starts. Files under
   `exclude` (the stage's own outputs) are never inputs."""
   skip = [pathlib.Path(e).resolve() for e in exclude]
   if fmt not in FORMATS:
@@ -90,6 +90,9 @@ def expand(inputs, fmt: str = "auto", exclude=()) -> list[Source]:
   sources: list[Source] = []
   for spec in inputs:
     spec = str(spec)
+    if spec.startswith("asset:"):  # a text asset from the package registry (`brd assets`)
+      from brd_jax import assets  # pylint: disable=import-outside-toplevel
+      spec = str(assets.fetch(spec[len("asset:"):], quiet=True))
     kind, _, rest = spec.partition(":")
     if kind in ("hf", "tfds") and rest:
       local = pathlib.Path(rest.rsplit(":", 1)[0])

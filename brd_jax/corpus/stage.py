@@ -278,8 +278,12 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
   t0 = time.time()
   merged = heapq.merge(*(_chunk_stream(parts / f"p{j:04d}") for j in range(n)),
                        key=lambda x: x[0])
+  capped = False
   for _, rec, sig in tqdm(merged, total=candidates, desc="dedup", unit="par",
                           disable=not progress, dynamic_ncols=True):
+    if cfg.max_paragraphs and kept >= cfg.max_paragraphs:
+      capped = True
+      break
     reason = dedup.check(int(rec["id"], 16), sig)
     if reason:
       counts[reason] += 1
@@ -312,6 +316,7 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
       "paragraphs_read": counts["paragraphs_read"], "kept": kept, "sentences": sentences,
       "shards": shard + (1 if lines else 0),
       "dedup_over_capacity": dedup.over_capacity,
+      "stopped_at_max_paragraphs": capped,
       "dropped": dropped,
       "repaired": {k: counts[k] for k in ("invalid_utf8_replaced", "control_chars_removed")},
       "seconds_read": round(seconds, 2), "seconds_dedup": round(time.time() - t0, 2),
