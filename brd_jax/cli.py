@@ -232,38 +232,24 @@ def cmd_loglik(args):
 
 def cmd_eval(args):
   import pathlib  # pylint: disable=import-outside-toplevel
-  from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
-  names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-  for t in names:
-    if not tasks_lib.is_known(t):
-      raise UserError(f"--tasks: unknown or not yet supported task {t!r} "
-                      f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
-  if args.num_fewshot < 0:
-    raise UserError("--num_fewshot must be >= 0")
-  for t in names:  # fail on missing data before loading any model
-    tasks_lib.load(t, args.data_dir, 1)
-  mesh = _setup(args)
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from brd_jax import config  # pylint: disable=import-outside-toplevel
-  from brd_jax.evaluation import harness, report  # pylint: disable=import-outside-toplevel
-  loaded, scorer = _scorer(args, mesh)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  divergence = None
-  if args.reference_model:
-    from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-    from brd_jax.evaluation.divergence import Divergence, check_compatible  # pylint: disable=import-outside-toplevel
-    ref = resolve.load(args.reference_model)
-    check_compatible(loaded.model, loaded.tokenizer, ref.model, ref.tokenizer or loaded.tokenizer)
-    divergence = Divergence(loaded.model, ref.model, loaded.tokenizer, args.token_budget)
-  results = harness.evaluate(
-      scorer, loaded.fingerprint, names, out, args.data_dir, args.limit, args.log_samples,
-      lambda task, n: tqdm(total=n, desc=task, unit="req"), divergence, args.num_fewshot)
-  report.write(out, args.model, results, {"fingerprint": loaded.fingerprint,
-                                          "limit": args.limit, "num_fewshot": args.num_fewshot,
-                                          "reference_model": args.reference_model})
-  config.write_operative_config(out)
-  print((out / "results.md").read_text())
+  bindings = list(args.gin)
+  if args.tasks is not None:
+    names = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    bindings.append(f"eval.tasks = {names!r}")
+  for flag in ("data_dir", "limit", "num_fewshot", "reference_model", "token_budget"):
+    if getattr(args, flag) is not None:
+      bindings.append(f"eval.{flag} = {getattr(args, flag)!r}")
+  if args.log_samples:
+    bindings.append("eval.log_samples = True")
+  from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
+  config.parse(args.gin_file, bindings)
+  from brd_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation.config import EvalConfig  # pylint: disable=import-outside-toplevel
+  cfg = EvalConfig()
+  eval_run.check(cfg)  # fail on missing data before any model is loaded
+  sharding.initialize()
+  eval_run.run(cfg, args.model, args.out, sharding.make_mesh())
+  print((pathlib.Path(args.out) / "results.md").read_text())
 
 
 def cmd_report(args):
@@ -402,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("eval", help="zero-shot evaluation on the paper's tasks")
   p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")
-  p.add_argument("--tasks", default="xnli,rte,cb,pawsx,boolq,sst2",
+  p.add_argument("--tasks", default=None,
                  help="comma-separated: xnli, rte, cb, pawsx, boolq, sst2, bigbench:NAME "
                  "(a task of the bigbench-tasks asset or a path to a task.json)")
   p.add_argument("--out", required=True, help="output dir (results.json/.md/.png, cache/)")
@@ -411,12 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
                  "(default ../shared/data/eval "
                  "or $BRD_EVAL_DATA)")
   p.add_argument("--limit", type=int, help="first N examples per task")
-  p.add_argument("--num_fewshot", type=int, default=0, help="k solved demonstrations from the "
+  p.add_argument("--num_fewshot", type=int, help="k solved demonstrations from the "
                  "same file (never the document itself) before each prompt")
   p.add_argument("--log_samples", action="store_true", help="write samples_<task>.jsonl")
   p.add_argument("--reference_model", help="a teacher sharing the tokenizer: adds per-task "
                  "teacher-student cross-entropy and KL over context + gold answer")
-  p.add_argument("--token_budget", type=int, default=4096, help="tokens per scoring batch")
+  p.add_argument("--token_budget", type=int, help="tokens per scoring batch")
   _gin_flags(p)
   p.set_defaults(func=cmd_eval)
 

@@ -1,0 +1,56 @@
+"""The eval stage's entry point: `run(cfg, model, out_dir, mesh)` -> per-task results."""
+from __future__ import annotations
+
+import pathlib
+
+from brd_jax.errors import UserError
+from brd_jax.evaluation import tasks as tasks_lib
+from brd_jax.evaluation.config import EvalConfig
+
+
+def check(cfg: EvalConfig) -> None:
+  """Fails on unknown tasks, bad numbers or missing data before any model is loaded."""
+  for t in cfg.tasks:
+    if not tasks_lib.is_known(t):
+      raise UserError(f"eval.tasks: unknown or not yet supported task {t!r} "
+                      f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
+  if not cfg.tasks:
+    raise UserError("eval.tasks is empty")
+  if cfg.num_fewshot < 0 or cfg.limit < 0 or cfg.token_budget <= 0:
+    raise UserError("eval.num_fewshot and eval.limit must be >= 0, eval.token_budget > 0")
+  for t in cfg.tasks:
+    tasks_lib.load(t, cfg.data_dir or None, 1)
+
+
+def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
+        name: str | None = None) -> dict:
+  """Scores `model` (a --model spec, or a `resolve.Loaded`) on cfg.tasks into out_dir."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from brd_jax import config  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation import harness, report  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
+  check(cfg)
+  mesh = mesh if mesh is not None and mesh.size > 1 else None
+  loaded = resolve.load(model, mesh) if isinstance(model, str) else model
+  if loaded.tokenizer is None:
+    raise UserError(f"--model {name or model}: no tokenizer")
+  scorer = Scorer(loaded.model, loaded.tokenizer, mesh, token_budget=cfg.token_budget)
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  divergence = None
+  if cfg.reference_model:
+    from brd_jax.evaluation.divergence import Divergence, check_compatible  # pylint: disable=import-outside-toplevel
+    ref = resolve.load(cfg.reference_model)
+    check_compatible(loaded.model, loaded.tokenizer, ref.model, ref.tokenizer or loaded.tokenizer)
+    divergence = Divergence(loaded.model, ref.model, loaded.tokenizer, cfg.token_budget)
+  results = harness.evaluate(
+      scorer, loaded.fingerprint, list(cfg.tasks), out, cfg.data_dir or None, cfg.limit or None,
+      cfg.log_samples,
+      (lambda task, n: tqdm(total=n, desc=task, unit="req")) if progress else None,
+      divergence, cfg.num_fewshot)
+  report.write(out, name or (model if isinstance(model, str) else loaded.source), results,
+               {"fingerprint": loaded.fingerprint, "limit": cfg.limit or None,
+                "num_fewshot": cfg.num_fewshot, "reference_model": cfg.reference_model or None})
+  config.write_operative_config(out)
+  return results
