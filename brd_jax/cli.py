@@ -9,7 +9,6 @@ import sys
 from brd_jax.errors import UserError
 
 PENDING = {  # stages whose engines are still being built, with the issue that tracks each
-    "pipeline": ("corpus -> generate -> train -> eval, each resumable", "the pipeline"),
     "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
 }
 
@@ -52,7 +51,8 @@ def cmd_corpus(args):
   workdir = pathlib.Path(args.workdir)
   if args.from_task:
     cfg = _task_corpus(cfg, args.from_task, args.data_dir, workdir)
-  eval_texts = _eval_texts(cfg.decontaminate, args.data_dir)
+  from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
+  eval_texts = tasks_lib.input_texts(cfg.decontaminate, args.data_dir)
   summary = stage.run(cfg, workdir, eval_texts, progress=not args.no_progress)
   config.write_operative_config(workdir)
   print(json.dumps(summary))
@@ -82,6 +82,20 @@ def cmd_generate(args):
   print(json.dumps(summary))
 
 
+def cmd_pipeline(args):
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
+  config.parse(args.gin_file, args.gin)
+  sharding.initialize()
+  from brd_jax import pipeline  # pylint: disable=import-outside-toplevel
+  out = pipeline.run(args.workdir, sharding.make_mesh(), args.data_dir,
+                     progress=not args.no_progress)
+  config.write_operative_config(args.workdir)
+  text = pathlib.Path(out["report"]).read_text()
+  print(text.split("## acc\n")[0].rstrip())
+  print(f"\nreport: {out['report']}")
+
+
 def _task_corpus(cfg, spec, data_dir, workdir):
   """The relaxed setting: a corpus of one evaluation task's unlabeled inputs (one paragraph per
   example). That task is then not a contamination to remove, and single sentences are kept."""
@@ -101,18 +115,6 @@ def _task_corpus(cfg, spec, data_dir, workdir):
   return dataclasses.replace(
       cfg, inputs=(*cfg.inputs, str(path)), id_field="id", min_sentences=1,
       require_terminal_punct=False, decontaminate=tuple(t for t in cfg.decontaminate if t != name))
-
-
-def _eval_texts(tasks, data_dir) -> dict:
-  """Each decontamination task's inputs, read where `brd eval` reads them."""
-  from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
-  out = {}
-  for t in tasks:
-    if not tasks_lib.is_known(t):
-      raise UserError(f"corpus.decontaminate: unknown task {t!r} (supported: "
-                      f"{', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
-    out[t] = [" ".join(fields) for fields in tasks_lib.inputs(t, data_dir)]
-  return out
 
 
 def cmd_convert(args):
@@ -356,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   _gin_flags(p)
   p.set_defaults(func=cmd_generate)
+
+  p = sub.add_parser("pipeline", help="corpus -> generate -> train (BRD and corpus-only) -> eval "
+                     "-> report; re-run to resume")
+  p.add_argument("--workdir", required=True, help="every stage's output, stages/*.json and "
+                 "report.md")
+  p.add_argument("--data_dir", help="evaluation files (as for brd eval; default eval.data_dir)")
+  p.add_argument("--no_progress", action="store_true", help="no progress bars")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_pipeline)
 
   p = sub.add_parser("convert", help="convert a model (HF dir / GGUF / asset) to an HF directory")
   p.add_argument("--model", required=True, help="HF dir, .gguf file or asset:NAME")

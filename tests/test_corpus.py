@@ -244,9 +244,9 @@ def eval_dir():
 
 
 def test_paragraph_with_an_rte_premise_is_dropped_and_a_12_word_overlap_kept(tmp_path):
-  from brd_jax.cli import _eval_texts
+  from brd_jax.evaluation.tasks import input_texts
   eval_dir()
-  texts = _eval_texts(("rte",), None)
+  texts = input_texts(("rte",), None)
   premise = next(t for t in texts["rte"] if len(t.split()) > 40)
   words = premise.split()
   twelve = " ".join(words[5:17])

@@ -49,6 +49,12 @@ class Cache:
       os.fsync(f.fileno())
 
 
+def samples_path(out_dir, task: str) -> pathlib.Path:
+  """samples_<task>.jsonl, the task name made a file name (`bigbench:a/b` -> `bigbench_a_b`)."""
+  import re  # pylint: disable=import-outside-toplevel
+  return pathlib.Path(out_dir) / f"samples_{re.sub(r'[^A-Za-z0-9_.-]+', '_', task).strip('_')}.jsonl"
+
+
 def _stderr(hits: np.ndarray) -> float:
   return float(np.std(hits, ddof=1) / np.sqrt(len(hits))) if len(hits) > 1 else 0.0
 
@@ -123,7 +129,7 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
       if bar:
         bar.close()
     if log_samples:
-      with open(out_dir / f"samples_{task}.jsonl", "w", encoding="utf-8") as f:
+      with open(samples_path(out_dir, task), "w", encoding="utf-8") as f:
         for d, ll, nt in zip(docs, lls, ntoks):
           f.write(json.dumps({"context": d.context, "choices": d.choices, "gold": d.gold,
                               "loglik": ll, "n_tokens": nt}, ensure_ascii=False) + "\n")

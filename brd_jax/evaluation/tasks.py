@@ -297,6 +297,18 @@ def inputs(task: str, data_dir=None, split: str | None = None) -> list[list[str]
   return [[str(r[f]) for f in INPUT_FIELDS[task]] for r in rows]
 
 
+def input_texts(task_names, data_dir=None) -> dict[str, list[str]]:
+  """task -> each example's inputs joined (what decontamination matches), read as `brd eval`
+  reads them."""
+  out = {}
+  for t in task_names:
+    if not is_known(t):
+      raise UserError(f"corpus.decontaminate: unknown task {t!r} (supported: "
+                      f"{', '.join(TASKS)}, bigbench:NAME)")
+    out[t] = [" ".join(fields) for fields in inputs(t, data_dir)]
+  return out
+
+
 def fewshot(docs: list[Doc], k: int, seed: int = 1234) -> list[Doc]:
   """Prefixes each doc with k solved demonstrations from the same split, never the doc itself.
 

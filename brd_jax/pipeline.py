@@ -1,0 +1,176 @@
+"""`brd pipeline`: corpus -> generate -> train (BRD mixture) -> train (corpus-only control, same
+token budget) -> eval (teacher, student before training, both students) -> report.
+
+Every stage is its package's own entry point, configured by gin. A finished stage leaves
+WORKDIR/stages/<name>.json with the fingerprint of its settings and inputs; a re-run skips a stage
+whose fingerprint is unchanged and resumes one that was cut short (each stage is resumable by
+itself), so a changed setting re-runs what depends on it and nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+import time
+
+import gin
+
+from brd_jax.errors import UserError
+from brd_jax.io_utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@gin.configurable("pipeline")
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  control: bool = True            # train the corpus-only control on the same token budget
+  eval_teacher: bool = True
+  eval_student_init: bool = True
+  compare_to_teacher: bool = True  # students' eval adds CE / KL to the teacher (same tokenizer)
+
+
+def _digest(*parts) -> str:
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _bindings(*prefixes) -> list[str]:
+  """The gin bindings of some configurables: what a stage's fingerprint covers."""
+  return sorted(l.strip() for l in gin.config_str().splitlines()
+                if l.strip().startswith(tuple(f"{p}." for p in prefixes)))
+
+
+def dir_fingerprint(d, pattern: str = "*.jsonl") -> str:
+  """Content hash of a directory's shards (names and bytes)."""
+  h = hashlib.sha256()
+  for p in sorted(pathlib.Path(d).glob(pattern)):
+    h.update(p.name.encode())
+    with open(p, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()[:16]
+
+
+class Stages:
+  """WORKDIR/stages/<name>.json: fingerprint, summary and wall time of each finished stage."""
+
+  def __init__(self, workdir: pathlib.Path):
+    self.dir = workdir / "stages"
+    self.dir.mkdir(parents=True, exist_ok=True)
+
+  def done(self, name: str, fingerprint: str) -> dict | None:
+    try:
+      rec = json.loads((self.dir / f"{name}.json").read_text())
+    except (OSError, ValueError):
+      return None
+    return rec if rec.get("fingerprint") == fingerprint else None
+
+  def run(self, name: str, fingerprint: str, fn) -> dict:
+    rec = self.done(name, fingerprint)
+    if rec:
+      print(f"[pipeline] {name}: up to date ({rec['seconds']:.0f} s when it ran)", flush=True)
+      return rec
+    print(f"[pipeline] {name} ...", flush=True)
+    t0 = time.time()
+    summary = fn()
+    rec = {"stage": name, "fingerprint": fingerprint, "summary": summary,
+           "seconds": round(time.time() - t0, 2)}
+    atomic_write_text(self.dir / f"{name}.json", json.dumps(rec, indent=1, default=str))
+    print(f"[pipeline] {name}: done in {rec['seconds']:.0f} s", flush=True)
+    return rec
+
+
+def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> dict:
+  """Runs (or resumes, or confirms) every stage; returns the path of the report and stage times."""
+  # pylint: disable=import-outside-toplevel
+  from brd_jax.behaviors import generate
+  from brd_jax.behaviors.config import GenerateConfig
+  from brd_jax.corpus import stage as corpus_stage
+  from brd_jax.corpus.config import CorpusConfig
+  from brd_jax.evaluation import run as eval_run
+  from brd_jax.evaluation.config import EvalConfig
+  from brd_jax.training.config import StudentConfig, TrainConfig
+  from brd_jax.data.config import DataConfig
+  workdir = pathlib.Path(workdir)
+  pcfg, ccfg, gcfg = PipelineConfig(), CorpusConfig(), GenerateConfig()
+  ecfg = EvalConfig()
+  if data_dir:
+    ecfg = dataclasses.replace(ecfg, data_dir=data_dir)
+  ecfg = dataclasses.replace(ecfg, log_samples=True)  # the report's paired bootstrap needs them
+  if not gcfg.teacher:
+    raise UserError("generate.teacher is not set (the teacher the pipeline reads with)")
+  eval_run.check(ecfg)  # missing evaluation data fails now, not after training
+  stages = Stages(workdir)
+  paragraphs, ledger_dir = workdir / "corpus" / "paragraphs", workdir / "ledger"
+
+  from brd_jax.evaluation import tasks as tasks_lib
+  eval_texts = tasks_lib.input_texts(ccfg.decontaminate, ecfg.data_dir or None)
+  corpus = stages.run("corpus", _digest("corpus", _bindings("corpus"), {
+      t: _digest(v) for t, v in eval_texts.items()}),
+      lambda: corpus_stage.run(ccfg, workdir / "corpus", eval_texts, progress))
+  fp_par = corpus_stage.read_manifest(workdir / "corpus")["fingerprint"]
+
+  gen = stages.run("generate", _digest("generate", fp_par, _bindings("generate", "chat")),
+                   lambda: generate.run(gcfg, paragraphs, ledger_dir, None, progress))
+  fp_ledger = dir_fingerprint(ledger_dir)
+
+  tcfg, scfg = TrainConfig(), StudentConfig()
+  base = dataclasses.replace(DataConfig(), paragraphs_dir=str(paragraphs),
+                             ledger_dir=str(ledger_dir))
+  trains = {"brd": base}
+  if pcfg.control:
+    trains["corpus_only"] = dataclasses.replace(base, mixture="brd_corpus_only")
+  fp_train = {}
+  for name, dcfg in trains.items():
+    fp_train[name] = _digest("train", name, fp_par, fp_ledger, dataclasses.asdict(dcfg),
+                             _bindings("train", "student", "model", "mesh"))
+    stages.run(f"train_{name}", fp_train[name], lambda d=dcfg, n=name: _train(
+        workdir / f"train_{n}", mesh, tcfg, d, scfg, progress))
+
+  models = {}
+  if pcfg.eval_teacher:
+    models["teacher"] = gcfg.teacher
+  if pcfg.eval_student_init:
+    models["student_init"] = "student_init"
+  for name in trains:
+    models[f"student_{name}"] = str(workdir / f"train_{name}")
+  fp_eval = _digest("eval", _bindings("eval"), ecfg.data_dir)
+  for name, spec in models.items():
+    cfg = ecfg
+    if name.startswith("student") and pcfg.compare_to_teacher:
+      cfg = dataclasses.replace(ecfg, reference_model=gcfg.teacher)
+    upstream = fp_train.get(name[len("student_"):], "") if name.startswith("student_") else ""
+    if name == "student_init":
+      upstream = _digest(_bindings("student", "model"))
+    if name == "teacher":
+      upstream = _digest(gcfg.teacher)
+    stages.run(f"eval_{name}", _digest(fp_eval, upstream, cfg.reference_model),
+               lambda s=spec, c=cfg, n=name: _eval(s, c, workdir / "eval" / n, mesh, scfg,
+                                                   progress, n))
+
+  from brd_jax import pipeline_report
+  report = pipeline_report.write(workdir, list(models))
+  return {"report": str(report), "stages": {p.stem: json.loads(p.read_text())["seconds"]
+                                            for p in sorted(stages.dir.glob("*.json"))},
+          "corpus_paragraphs": corpus.get("summary", {}).get("paragraphs"),
+          "ledger_remaining": gen.get("summary", {}).get("remaining")}
+
+
+def _train(workdir, mesh, tcfg, dcfg, scfg, progress) -> dict:
+  from brd_jax.training import loop  # pylint: disable=import-outside-toplevel
+  return loop.train(workdir, mesh, tcfg, dcfg, scfg, progress=progress)
+
+
+def _eval(spec, cfg, out, mesh, scfg, progress, name) -> dict:
+  from brd_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
+  model = spec
+  if spec == "student_init":  # the student as training starts: built the way training builds it
+    from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+    from brd_jax.training import student  # pylint: disable=import-outside-toplevel
+    m, mcfg, tok, prov = student.init(scfg, mesh if mesh.size > 1 else None)
+    model = resolve.Loaded(m, mcfg, tok, _digest(prov, dataclasses.asdict(scfg)), "student_init")
+  results = eval_run.run(cfg, model, out, mesh, progress, name=name)
+  return {t: {k: v for k, v in r.items() if not k.endswith("_stderr")}
+          for t, r in results.items()}

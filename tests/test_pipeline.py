@@ -1,0 +1,90 @@
+"""`brd pipeline` end to end on a tiny config: every stage, the report, skip on re-run, and only
+the dependent stages after a changed setting."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import tiny_teacher
+from test_corpus import cc100_text
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def bigbench_task(path: pathlib.Path, n: int = 12) -> pathlib.Path:
+  examples = [{"input": f"Is {i} an even number?", "target_scores": {
+      "yes": int(i % 2 == 0), "no": int(i % 2 == 1)}} for i in range(n)]
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "task.json").write_text(json.dumps({"name": "even", "examples": examples}))
+  return path / "task.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pipe")
+  teacher = tiny_teacher.make(root / "teacher")
+  (root / "text.txt").write_text(cc100_text(8, seed=3))
+  task = bigbench_task(root / "even")
+  gin = root / "tiny.gin"
+  gin.write_text(f"""
+include 'models/llama_tiny.gin'
+corpus.inputs = ('{root / 'text.txt'}',)
+corpus.decontaminate = ()
+generate.teacher = '{teacher}'
+generate.max_new_tokens = 8
+generate.max_attempts = 1
+student.init = 'scratch'
+student.tokenizer = 'bytes'
+model.vocab_size = 320
+data.seq_len = 64
+train.steps = 4
+train.batch_size = 8
+train.warmup_steps = 1
+train.checkpoint_every = 2
+train.log_every = 1
+train.tensorboard = False
+eval.tasks = ('bigbench:{task}',)
+pipeline.compare_to_teacher = False
+""")
+  return root, gin
+
+
+def brd(*args):
+  return subprocess.run([sys.executable, "-m", "brd_jax.cli", *map(str, args)], cwd=ROOT,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+                        text=True)
+
+
+def stage_times(workdir):
+  return {p.stem: json.loads(p.read_text())["fingerprint"]
+          for p in (workdir / "stages").glob("*.json")}
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_stage_skips_on_rerun_and_reruns_only_dependents(tiny_setup):
+  root, gin = tiny_setup
+  work = root / "work"
+  r = brd("pipeline", "--workdir", work, "--gin_file", gin, "--no_progress")
+  assert r.returncode == 0, r.stderr[-4000:]
+  assert sorted(stage_times(work)) == sorted([
+      "corpus", "generate", "train_brd", "train_corpus_only", "eval_teacher",
+      "eval_student_init", "eval_student_brd", "eval_student_corpus_only"])
+  report = (work / "report.md").read_text()
+  for m in ("teacher", "student_init", "student_brd", "student_corpus_only"):
+    assert f"| {m} |" in report
+  assert "95% interval" in report and (work / "report_loss.png").stat().st_size > 5000
+  before = {p.name: p.stat().st_mtime_ns for p in (work / "stages").glob("*.json")}
+  again = brd("pipeline", "--workdir", work, "--gin_file", gin, "--no_progress")
+  assert again.returncode == 0, again.stderr[-4000:]
+  assert again.stdout.count("up to date") == 8
+  assert {p.name: p.stat().st_mtime_ns for p in (work / "stages").glob("*.json")} == before
+  changed = brd("pipeline", "--workdir", work, "--gin_file", gin, "--gin", "eval.limit=6",
+                "--no_progress")
+  assert changed.returncode == 0, changed.stderr[-4000:]
+  reran = {l.split()[1].rstrip(":") for l in changed.stdout.splitlines()
+           if l.startswith("[pipeline]") and l.endswith("...")}
+  assert reran == {"eval_teacher", "eval_student_init", "eval_student_brd",
+                   "eval_student_corpus_only"}
