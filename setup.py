@@ -5,8 +5,13 @@ setup(
     name="brd_jax",
     version="0.1.0",
     description="Basic Reading Distillation (arXiv 2507.19741) in JAX/Flax, TPU-first",
-    packages=find_packages(include=["brd_jax", "brd_jax.*"]),
-    package_data={"brd_jax": ["configs/**/*.gin"]},
+    # configs/ stays at the top of the repository and ships inside the wheel as brd_jax/configs.
+    packages=find_packages(include=["brd_jax", "brd_jax.*"]) + [
+        "brd_jax.configs", "brd_jax.configs.experiments", "brd_jax.configs.meshes",
+        "brd_jax.configs.models"],
+    package_dir={"brd_jax.configs": "configs"},
+    package_data={"brd_jax.configs": ["*.gin"], "brd_jax.configs.experiments": ["*.gin"],
+                  "brd_jax.configs.meshes": ["*.gin"], "brd_jax.configs.models": ["*.gin"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10.2,<0.11",

@@ -13,7 +13,14 @@ import gin
 
 from brd_jax.errors import UserError
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> pathlib.Path:
+  """The source tree's configs/ (editable installs), else the copy installed as brd_jax/configs."""
+  here = pathlib.Path(__file__).resolve().parent
+  source = here.parent / "configs"
+  return source if (source / "experiments").is_dir() else here / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 class _NoGinPathProbes(logging.Filter):

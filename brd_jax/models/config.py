@@ -117,7 +117,12 @@ model_config = gin.configurable(
     "model", allowlist=[f.name for f in dataclasses.fields(ModelConfig)])(model_config)
 
 
-MODELS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs" / "models"
+def _models_dir() -> pathlib.Path:
+  from brd_jax.config import CONFIG_DIR  # pylint: disable=import-outside-toplevel
+  return CONFIG_DIR / "models"
+
+
+MODELS_DIR = _models_dir()
 
 
 def named_configs() -> list[str]:
