@@ -41,3 +41,18 @@ def native_stderr_silenced():
     os.dup2(saved, 2)
     os.close(saved)
     os.close(devnull)
+
+
+def dir_fingerprint(d, pattern: str = "*.jsonl") -> str:
+  """Content hash of a directory's shards (names and bytes); "" when it does not exist."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  d = pathlib.Path(d)
+  if not d.is_dir():
+    return ""
+  h = hashlib.sha256()
+  for p in sorted(d.glob(pattern)):
+    h.update(p.name.encode())
+    with open(p, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()[:16]

@@ -18,7 +18,7 @@ import time
 import gin
 
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_text
+from brd_jax.io_utils import atomic_write_text, dir_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class PipelineConfig:
   eval_teacher: bool = True
   eval_student_init: bool = True
   compare_to_teacher: bool = True  # students' eval adds CE / KL to the teacher (same tokenizer)
+  devices: int = 0                # the device count a config is written for (0: any)
 
 
 def _digest(*parts) -> str:
@@ -40,17 +41,6 @@ def _bindings(*prefixes) -> list[str]:
   """The gin bindings of some configurables: what a stage's fingerprint covers."""
   return sorted(l.strip() for l in gin.config_str().splitlines()
                 if l.strip().startswith(tuple(f"{p}." for p in prefixes)))
-
-
-def dir_fingerprint(d, pattern: str = "*.jsonl") -> str:
-  """Content hash of a directory's shards (names and bytes)."""
-  h = hashlib.sha256()
-  for p in sorted(pathlib.Path(d).glob(pattern)):
-    h.update(p.name.encode())
-    with open(p, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-  return h.hexdigest()[:16]
 
 
 class Stages:

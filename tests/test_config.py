@@ -56,11 +56,39 @@ def test_operative_config_written(tmp_path):
   gin.clear_config()
 
 
-@pytest.mark.parametrize("name", ["demo_cpu", "paper_blind"])
-def test_experiment_configs_parse_and_validate(name):
+EXPERIMENTS = sorted(p.stem for p in config.CONFIG_DIR.glob("experiments/*.gin"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_configs_parse_validate_and_build_the_abstract_train_state(name):
+  """Every experiment config parses, fits its stated device count and builds the student's
+  abstract model and train state (no weights) on that mesh."""
+  import math
+  import jax
+  from brd_jax import pipeline
+  from brd_jax.behaviors.config import GenerateConfig
+  from brd_jax.corpus.config import CorpusConfig
   from brd_jax.data.config import DataConfig
+  from brd_jax.evaluation.config import EvalConfig
+  from brd_jax.models import build
+  from brd_jax.training import optim
+  from brd_jax.training import step as step_lib
   from brd_jax.training.config import StudentConfig, TrainConfig
+  assert len(EXPERIMENTS) >= 8
   config.parse([f"experiments/{name}"])
-  t, d, s = TrainConfig(), DataConfig(), StudentConfig()
-  assert t.steps > 0 and d.mixture == "brd_mix" and s.init != "scratch"
-  sharding.mesh_shape()
+  t, d, s, p = TrainConfig(), DataConfig(), StudentConfig(), pipeline.PipelineConfig()
+  assert CorpusConfig().inputs and GenerateConfig().teacher and EvalConfig().tasks
+  assert t.steps > 0 and s.init != "scratch" and d.level in ("paragraph", "sentence")
+  devices = p.devices or 1
+  shape = sharding.resolve_shape(sharding.mesh_shape(), devices)
+  assert t.batch_size % (shape[0] * shape[1]) == 0
+  cfg = models.model_config().replace(**s.overrides())
+  cfg = cfg.replace(n_layers=math.ceil(cfg.n_layers / s.keep_every))
+  mesh = jax.sharding.AbstractMesh(shape, sharding.MESH_AXES)
+  params, _ = build.functional(build.abstract(cfg))
+  tx = optim.optimizer(t)
+  state = step_lib.abstract_state(tx, params)
+  shardings = step_lib.state_shardings(cfg, tx, params, mesh)
+  n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state["params"]))
+  assert n_params == cfg.num_params() > 5e7
+  assert jax.tree.structure(state) == jax.tree.structure(shardings)

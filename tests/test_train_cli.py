@@ -125,3 +125,18 @@ def test_sigterm_saves_then_exits(tmp_path):
   summary = json.loads(out.strip().splitlines()[-1])
   assert summary["preempted"] and summary["steps"] >= 3
   assert (tmp_path / "w" / "checkpoints" / str(summary["steps"])).is_dir()
+
+
+def test_resume_with_changed_ledger_content_is_refused(runs, tmp_path):
+  import shutil
+  root, _, par_dir, led_dir = runs
+  work = tmp_path / "work"
+  shutil.copytree(root / "full", work)
+  edited = tmp_path / "ledger"
+  shutil.copytree(led_dir, edited)
+  shard = next(edited.glob("shard-*.jsonl"))
+  lines = shard.read_text().splitlines()
+  shard.write_text("\n".join(lines[:-2] + [lines[-1], lines[-2]]) + "\n")  # same count, reordered
+  r = _brd_train(work, _bindings(par_dir, edited, 40))
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert len(r.stderr.strip().splitlines()) == 1 and "data" in r.stderr

@@ -15,6 +15,7 @@ import numpy as np
 
 from brd_jax import sharding
 from brd_jax.checkpoints import orbax
+from brd_jax.io_utils import dir_fingerprint
 from brd_jax.preemption import SigtermFlag
 from brd_jax.errors import UserError
 from brd_jax.models import build
@@ -70,7 +71,10 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   start = ck.latest_step()
   stream = {**{k: getattr(dcfg, k) for k in _STREAM_KEYS if hasattr(dcfg, k)},
             "batch_size": tcfg.batch_size, "hosts": jax.process_count(),
-            "kd": tcfg.kd_weight > 0}
+            "kd": tcfg.kd_weight > 0,
+            # the content of the data, not just its size: a resume must see the same examples
+            "data": [dir_fingerprint(dcfg.paragraphs_dir or "-"),
+                     dir_fingerprint(dcfg.ledger_dir or "-")]}
   if start is None:
     model, cfg, tok, prov = student.init(scfg, mesh, tcfg.seed)
     _save_tokenizer(tok, workdir)
