@@ -19,6 +19,26 @@ class _Parser(argparse.ArgumentParser):
     sys.exit(2)
 
 
+def _number(kind, low, low_open=False, high=None):
+  """An argparse type: `kind` within [low, high] (or (low, high] with low_open); errors name the
+  range, so a bad value is one line and exit code 2 rather than a traceback later."""
+  def parse(text):
+    try:
+      v = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if (v <= low if low_open else v < low) or (high is not None and v > high):
+      rng = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+      raise argparse.ArgumentTypeError(f"{text} must be {rng}")
+    return v
+  return parse
+
+
+POS_INT, NONNEG_INT = _number(int, 1), _number(int, 0)
+NONNEG_FLOAT, POS_FLOAT, PROB = _number(float, 0.0), _number(float, 0.0, True), \
+    _number(float, 0.0, True, 1.0)
+
+
 def _gin_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--gin_file", action="append", default=[], metavar="F",
                  help="gin config file (path or name under configs/); repeatable")
@@ -338,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--from_task", help="NAME[:split]: a corpus of an evaluation task's unlabeled "
                  "inputs (the paper's relaxed setting)")
   p.add_argument("--data_dir", help="where evaluation files are read (as for brd eval)")
-  p.add_argument("--num_processes", type=int, help="processes sharing the input (default: JAX's)")
-  p.add_argument("--process_index", type=int, help="this process's index")
+  p.add_argument("--num_processes", type=POS_INT, help="processes sharing the input (default: JAX's)")
+  p.add_argument("--process_index", type=NONNEG_INT, help="this process's index")
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   _gin_flags(p)
   p.set_defaults(func=cmd_corpus)
@@ -350,11 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="the ledger directory (shards + manifest.json)")
   p.add_argument("--teacher", help="HF dir, .gguf file or asset:NAME (= generate.teacher)")
   p.add_argument("--behaviors", help="comma-separated: ner, qra, skd (default ner,qra)")
-  p.add_argument("--topk", type=int, help="store the teacher's top-N logprobs per token")
-  p.add_argument("--limit", type=int, help="stop after N units this run")
-  p.add_argument("--batch_size", type=int, help="rows decoded together (default 32)")
-  p.add_argument("--num_processes", type=int, help="processes sharing the units (default JAX's)")
-  p.add_argument("--process_index", type=int, help="this process's index")
+  p.add_argument("--topk", type=NONNEG_INT, help="store the teacher's top-N logprobs per token")
+  p.add_argument("--limit", type=POS_INT, help="stop after N units this run")
+  p.add_argument("--batch_size", type=POS_INT, help="rows decoded together (default 32)")
+  p.add_argument("--num_processes", type=POS_INT, help="processes sharing the units (default JAX's)")
+  p.add_argument("--process_index", type=NONNEG_INT, help="this process's index")
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   _gin_flags(p)
   p.set_defaults(func=cmd_generate)
@@ -387,12 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--prompts", help="JSONL with a \"prompt\" field per line")
   p.add_argument("--out", help="output JSONL (input fields plus \"completion\")")
   p.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
-  p.add_argument("--max_new_tokens", type=int, default=64)
-  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  p.add_argument("--top_k", type=int, default=0)
-  p.add_argument("--top_p", type=float, default=1.0)
+  p.add_argument("--max_new_tokens", type=POS_INT, default=64)
+  p.add_argument("--temperature", type=NONNEG_FLOAT, default=0.0, help="0 = greedy")
+  p.add_argument("--top_k", type=NONNEG_INT, default=0)
+  p.add_argument("--top_p", type=PROB, default=1.0)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--batch_size", type=POS_INT, default=32)
   p.add_argument("--stop", action="append", help="stop string; repeatable")
   _gin_flags(p)
   p.set_defaults(func=cmd_complete)
@@ -407,13 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
                  "hf:DIR (save_to_disk copies in DIR/<task>), tfds[:DATA_DIR] "
                  "(default ../shared/data/eval "
                  "or $BRD_EVAL_DATA)")
-  p.add_argument("--limit", type=int, help="first N examples per task")
-  p.add_argument("--num_fewshot", type=int, help="k solved demonstrations from the "
+  p.add_argument("--limit", type=POS_INT, help="first N examples per task")
+  p.add_argument("--num_fewshot", type=NONNEG_INT, help="k solved demonstrations from the "
                  "same file (never the document itself) before each prompt")
   p.add_argument("--log_samples", action="store_true", help="write samples_<task>.jsonl")
   p.add_argument("--reference_model", help="a teacher sharing the tokenizer: adds per-task "
                  "teacher-student cross-entropy and KL over context + gold answer")
-  p.add_argument("--token_budget", type=int, help="tokens per scoring batch")
+  p.add_argument("--token_budget", type=POS_INT, help="tokens per scoring batch")
   _gin_flags(p)
   p.set_defaults(func=cmd_eval)
 
@@ -422,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--requests", required=True, help='JSONL lines {"context", "continuation"}')
   p.add_argument("--out", required=True, help='JSONL: input fields + "loglik", "n_tokens", '
                  '"is_greedy"')
-  p.add_argument("--token_budget", type=int, default=4096, help="tokens per scoring batch")
+  p.add_argument("--token_budget", type=POS_INT, default=4096, help="tokens per scoring batch")
   _gin_flags(p)
   p.set_defaults(func=cmd_loglik)
 
@@ -430,12 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("what", choices=["decode", "train", "eval", "split", "corpus"])
   p.add_argument("--json", help="write the result as JSON here")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
-  p.add_argument("--batch", type=int, help="decode: 32, train: 8")
-  p.add_argument("--repeats", type=int, default=2)
-  p.add_argument("--seq_len", type=int, default=128, help="train: sequence length")
-  p.add_argument("--steps", type=int, default=5, help="train: timed steps per side (median)")
-  p.add_argument("--mb", type=float, default=50, help="corpus: MB of generated input")
-  p.add_argument("--processes", type=int, default=2, help="corpus: brd corpus processes")
+  p.add_argument("--batch", type=POS_INT, help="decode: 32, train: 8")
+  p.add_argument("--repeats", type=POS_INT, default=2)
+  p.add_argument("--seq_len", type=POS_INT, default=128, help="train: sequence length")
+  p.add_argument("--steps", type=POS_INT, default=5, help="train: timed steps per side (median)")
+  p.add_argument("--mb", type=POS_FLOAT, default=50, help="corpus: MB of generated input")
+  p.add_argument("--processes", type=POS_INT, default=2, help="corpus: brd corpus processes")
   p.add_argument("--input", help="split: text for the MB/s column (default: the real English "
                  "text asset, read as paragraphs)")
   _gin_flags(p)
@@ -464,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=f"{help_text} (not implemented yet)")
     _gin_flags(p)
     p.set_defaults(func=_pending(name, what))
+  for p in sub.choices.values():  # `brd eval -v ...` as well as `brd -v eval ...`
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log at INFO level")
   return parser
 
 

@@ -132,3 +132,58 @@ def test_train_with_a_missing_paragraphs_dir_names_it(tmp_path):
   assert r.returncode == 2
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and "nope" in lines[0], r.stderr
+
+
+BAD_FLAGS = [  # (sub-command and required flags, the flag, an invalid value)
+    (["complete", "--model", "m", "--prompt", "p"], "--batch_size", "0"),
+    (["complete", "--model", "m", "--prompt", "p"], "--max_new_tokens", "-3"),
+    (["complete", "--model", "m", "--prompt", "p"], "--temperature", "-1"),
+    (["complete", "--model", "m", "--prompt", "p"], "--top_k", "abc"),
+    (["complete", "--model", "m", "--prompt", "p"], "--top_p", "1.5"),
+    (["complete", "--model", "m", "--prompt", "p"], "--seed", "x"),
+    (["eval", "--model", "m", "--out", "o"], "--limit", "0"),
+    (["eval", "--model", "m", "--out", "o"], "--num_fewshot", "-1"),
+    (["eval", "--model", "m", "--out", "o"], "--token_budget", "0"),
+    (["eval", "--model", "m", "--out", "o"], "--tasks", "rte,nonsense"),
+    (["loglik", "--model", "m", "--requests", "r", "--out", "o"], "--token_budget", "-5"),
+    (["bench", "decode"], "--batch", "0"),
+    (["bench", "decode"], "--repeats", "0"),
+    (["bench", "train"], "--seq_len", "0"),
+    (["bench", "train"], "--steps", "-1"),
+    (["bench", "corpus"], "--mb", "0"),
+    (["bench", "corpus"], "--processes", "0"),
+    (["corpus", "--workdir", "w", "--input", "i"], "--num_processes", "0"),
+    (["corpus", "--workdir", "w", "--input", "i"], "--process_index", "-1"),
+    (["corpus", "--workdir", "w", "--input", "i"], "--format", "pdf"),
+    (["generate", "--paragraphs", "p", "--out", "o"], "--topk", "-1"),
+    (["generate", "--paragraphs", "p", "--out", "o"], "--limit", "0"),
+    (["generate", "--paragraphs", "p", "--out", "o"], "--batch_size", "0"),
+    (["generate", "--paragraphs", "p", "--out", "o"], "--num_processes", "0"),
+    (["generate", "--paragraphs", "p", "--out", "o"], "--process_index", "-2"),
+    (["report", "r"], "--rule", "best"),
+    (["pipeline", "--workdir", "w"], "--gin_file", "no/such/config"),
+    (["assets"], "fetch", "no-such-asset"),
+]
+
+
+@pytest.mark.parametrize("base, flag, value", BAD_FLAGS,
+                         ids=[f"{b[0]}{f}={v}" for b, f, v in BAD_FLAGS])
+def test_every_invalid_flag_value_is_one_line_and_exit_2(base, flag, value, capsys, tmp_path,
+                                                         monkeypatch):
+  monkeypatch.chdir(tmp_path)  # relative paths in the argv stay inside the test's directory
+  try:
+    code = cli.main([*base, flag, value])
+  except SystemExit as e:
+    code = e.code
+  err = capsys.readouterr().err
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert code == 2, err
+  assert len(lines) == 1 and lines[0].startswith("brd ") and "Traceback" not in err, err
+  assert not (tmp_path / "w" / "paragraphs").exists()
+
+
+def test_verbose_flag_works_after_the_subcommand_too():
+  args = cli.build_parser().parse_args(["assets", "list", "-v"])
+  assert args.verbose is True
+  assert cli.build_parser().parse_args(["-v", "assets", "list"]).verbose is True
+  assert cli.build_parser().parse_args(["assets", "list"]).verbose is False
