@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -88,3 +89,50 @@ def test_pipeline_runs_every_stage_skips_on_rerun_and_reruns_only_dependents(tin
            if l.startswith("[pipeline]") and l.endswith("...")}
   assert reran == {"eval_teacher", "eval_student_init", "eval_student_brd",
                    "eval_student_corpus_only"}
+
+
+def _tables(report: str) -> str:
+  """The parts of a report that must not depend on interruptions: accuracy tables and the
+  BRD - corpus-only intervals (times, throughput and the work dir may differ)."""
+  keep = report.split("## Teacher-student")[0].split("## Training")[0]
+  return "\n".join(l for l in keep.splitlines() if not l.startswith("Work dir"))
+
+
+@pytest.mark.slow
+def test_pipeline_killed_in_every_stage_then_rerun_gives_the_same_report(tiny_setup):
+  import random
+  import signal
+  import threading
+  root, gin = tiny_setup
+  ref = root / "ref"
+  r = brd("pipeline", "--workdir", ref, "--gin_file", gin, "--no_progress")
+  assert r.returncode == 0, r.stderr[-4000:]
+  work, rng = root / "killed", random.Random(0)
+  stages = ["corpus", "generate", "train_brd", "train_corpus_only", "eval_teacher",
+            "eval_student_init", "eval_student_brd", "eval_student_corpus_only"]
+  killed_in = []
+  for stage in stages:
+    proc = subprocess.Popen([sys.executable, "-m", "brd_jax.cli", "pipeline", "--workdir",
+                             str(work), "--gin_file", str(gin), "--no_progress"], cwd=ROOT,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    seen, started = threading.Event(), []
+
+    def watch(p=proc, s=stage, ev=seen, flag=started):
+      for line in p.stdout:
+        if line.startswith(f"[pipeline] {s} ..."):
+          flag.append(True)
+          ev.set()
+      ev.set()  # the process ended first
+    threading.Thread(target=watch, daemon=True).start()
+    seen.wait(timeout=300)
+    if started:
+      time.sleep(rng.random() * 3)  # somewhere inside the stage
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      killed_in.append(stage)
+    proc.wait()
+  assert len(killed_in) >= 6, killed_in
+  r = brd("pipeline", "--workdir", work, "--gin_file", gin, "--no_progress")
+  assert r.returncode == 0, r.stderr[-4000:]
+  assert _tables((work / "report.md").read_text()) == _tables((ref / "report.md").read_text())
