@@ -5,9 +5,7 @@ Cache: $BRD_CACHE (default ~/.cache/brd_jax)/NAME/.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import os
 import pathlib
@@ -22,6 +20,7 @@ import urllib.request
 import zipfile
 
 from brd_jax.errors import UserError
+from brd_jax.io_utils import file_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,22 +91,11 @@ def sha256_file(p: pathlib.Path) -> str:
   return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _lock(d: pathlib.Path):
-  d.mkdir(parents=True, exist_ok=True)
-  with open(d / ".lock", "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def fetch(name: str, quiet: bool = False) -> pathlib.Path:
   """Downloads (once) and verifies an asset; safe to call from several processes at once."""
   a = get(name)
   dest = path(name)
-  with _lock(dest.parent):
+  with file_lock(dest.parent / ".lock"):
     if dest.exists():
       return dest
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:

@@ -29,6 +29,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+  """An exclusive flock on `path` (created) for the duration: one process at a time."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def native_stderr_silenced():
   """Silences C++ writes to fd 2 (TensorFlow's absl start-up lines ignore TF_CPP_MIN_LOG_LEVEL)."""
   sys.stderr.flush()

@@ -167,6 +167,19 @@ def global_batch(local: np.ndarray, mesh: Mesh, names=("batch", "length")) -> ja
   return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local, global_shape)
 
 
+def process_share(num_processes: int, process_index: int, what: str) -> tuple[int, int]:
+  """(n, i) of a stage's work sharing: the configured values, or JAX's process count / index
+  (after `initialize()`, so on a pod every worker running the same command gets its own)."""
+  n, i = num_processes, process_index
+  if n <= 0 or i < 0:
+    initialize()
+    n = n if n > 0 else jax.process_count()
+    i = i if i >= 0 else jax.process_index()
+  if not 0 <= i < n:
+    raise UserError(f"{what}.process_index={i} is not in [0, {n})")
+  return n, i
+
+
 def host_share(n: int) -> slice:
   """This process's contiguous share of n items (for data and generation work)."""
   k, i = jax.process_count(), jax.process_index()

@@ -89,14 +89,8 @@ def _share(unit: str, n: int) -> int:
 
 
 def processes(cfg: GenerateConfig) -> tuple[int, int]:
-  n, i = cfg.num_processes, cfg.process_index
-  if n <= 0 or i < 0:
-    import jax  # pylint: disable=import-outside-toplevel
-    n = n if n > 0 else jax.process_count()
-    i = i if i >= 0 else jax.process_index()
-  if not 0 <= i < n:
-    raise UserError(f"generate.process_index={i} is not in [0, {n})")
-  return n, i
+  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
+  return sharding.process_share(cfg.num_processes, cfg.process_index, "generate")
 
 
 def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bool = True,

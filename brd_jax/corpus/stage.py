@@ -13,9 +13,7 @@ does nothing.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import heapq
 import json
@@ -32,7 +30,7 @@ from brd_jax.corpus import split as split_lib
 from brd_jax.corpus.config import CorpusConfig
 from brd_jax.corpus.dedup import Deduper, Signer
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_bytes, atomic_write_text
+from brd_jax.io_utils import atomic_write_bytes, atomic_write_text, file_lock
 
 VERSION = 1  # bump when the processing changes what is kept
 log = logging.getLogger(__name__)
@@ -48,16 +46,8 @@ def paragraph_id(text: str) -> str:
 
 
 def processes(cfg: CorpusConfig) -> tuple[int, int]:
-  n, i = cfg.num_processes, cfg.process_index
-  if n <= 0 or i < 0:
-    import jax  # pylint: disable=import-outside-toplevel
-    from brd_jax import sharding  # pylint: disable=import-outside-toplevel
-    sharding.initialize()  # on a pod: every worker runs the same command
-    n = n if n > 0 else jax.process_count()
-    i = i if i >= 0 else jax.process_index()
-  if not 0 <= i < n:
-    raise UserError(f"corpus.process_index={i} is not in [0, {n})")
-  return n, i
+  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
+  return sharding.process_share(cfg.num_processes, cfg.process_index, "corpus")
 
 
 def read_paragraphs(paragraphs_dir):
@@ -115,7 +105,7 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
   waiting = [j for j in range(n) if not (parts / f"p{j:04d}" / "DONE").exists()]
   if waiting:
     return {"status": "share done", "process": i, "waiting_for": waiting}
-  with _lock(workdir / ".merge.lock"):
+  with file_lock(workdir / ".merge.lock"):
     done = read_manifest(workdir)
     if done and done.get("fingerprint") == fingerprint:  # another process merged meanwhile
       return {"status": "up to date", "paragraphs": done["kept"],
@@ -125,17 +115,6 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
     shutil.rmtree(workdir / "parts", ignore_errors=True)
   return {"status": "written", "paragraphs": manifest["kept"], "dir": str(workdir / "paragraphs"),
           "dropped": manifest["dropped"]}
-
-
-@contextlib.contextmanager
-def _lock(path: pathlib.Path):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _share(sources, n: int, i: int):
