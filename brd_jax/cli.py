@@ -97,8 +97,8 @@ def cmd_generate(args):
   # Each process reads its own share with the teacher on its own devices (a replica per host).
   mesh = sharding.make_mesh(devices=jax.local_devices())
   from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
-  summary = generate.run(cfg, args.paragraphs, args.out, mesh, progress=not args.no_progress)
-  config.write_operative_config(args.out)
+  summary = generate.run(cfg, args.paragraphs, args.ledger, mesh, progress=not args.no_progress)
+  config.write_operative_config(args.ledger)
   print(json.dumps(summary))
 
 
@@ -270,8 +270,8 @@ def cmd_eval(args):
   cfg = EvalConfig()
   eval_run.check(cfg)  # fail on missing data before any model is loaded
   sharding.initialize()
-  eval_run.run(cfg, args.model, args.out, sharding.make_mesh())
-  print((pathlib.Path(args.out) / "results.md").read_text())
+  eval_run.run(cfg, args.model, args.workdir, sharding.make_mesh())
+  print((pathlib.Path(args.workdir) / "results.md").read_text())
 
 
 def cmd_report(args):
@@ -298,20 +298,20 @@ def cmd_bench(args):
   _setup(args)
   if args.what == "decode":
     from brd_jax.benchmarks import decode  # pylint: disable=import-outside-toplevel
-    decode.run(args.model, batch=args.batch or 32, repeats=args.repeats, json_path=args.json)
+    decode.run(args.model, batch=args.batch_size or 32, repeats=args.repeats, json_path=args.out)
   elif args.what == "train":
     from brd_jax.benchmarks import train  # pylint: disable=import-outside-toplevel
-    train.run(args.model, batch=args.batch, seq_len=args.seq_len, steps=args.steps,
-              json_path=args.json)
+    train.run(args.model, batch=args.batch_size, seq_len=args.seq_len, steps=args.steps,
+              json_path=args.out)
   elif args.what == "corpus":
     from brd_jax.benchmarks import corpus as corpus_bench  # pylint: disable=import-outside-toplevel
-    corpus_bench.run(args.mb, args.processes, json_path=args.json)
+    corpus_bench.run(args.mb, args.processes, json_path=args.out)
   elif args.what == "split":
     from brd_jax.benchmarks import split as split_bench  # pylint: disable=import-outside-toplevel
-    split_bench.run(args.input, json_path=args.json)
+    split_bench.run(args.input, json_path=args.out)
   else:
     from brd_jax.benchmarks import eval as eval_bench  # pylint: disable=import-outside-toplevel
-    eval_bench.run(args.model, json_path=args.json)
+    eval_bench.run(args.model, json_path=args.out)
 
 
 def _read_jsonl(path, fields=("prompt",)):
@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("generate", help="the teacher reads every sentence (NER / QRA / SKD) into "
                      "an exactly-once ledger; re-run to resume")
   p.add_argument("--paragraphs", required=True, help="a paragraphs/ directory (brd corpus)")
-  p.add_argument("--out", required=True, help="the ledger directory (shards + manifest.json)")
+  p.add_argument("--ledger", "--out", dest="ledger", required=True,
+                 help="the ledger directory it fills and resumes (shards + manifest.json)")
   p.add_argument("--teacher", help="HF dir, .gguf file or asset:NAME (= generate.teacher)")
   p.add_argument("--behaviors", help="comma-separated: ner, qra, skd (default ner,qra)")
   p.add_argument("--topk", type=NONNEG_INT, help="store the teacher's top-N logprobs per token")
@@ -422,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--tasks", default=None,
                  help="comma-separated: xnli, rte, cb, pawsx, boolq, sst2, bigbench:NAME "
                  "(a task of the bigbench-tasks asset or a path to a task.json)")
-  p.add_argument("--out", required=True, help="output dir (results.json/.md/.png, cache/)")
+  p.add_argument("--workdir", "--out", dest="workdir", required=True,
+                 help="the directory it fills and resumes (results.json/.md/.png, cache/)")
   p.add_argument("--data_dir", help="folder with <task>/ files, or hf (HF hub names), "
                  "hf:DIR (save_to_disk copies in DIR/<task>), tfds[:DATA_DIR] "
                  "(default ../shared/data/eval "
@@ -448,9 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
   p.add_argument("what", choices=["decode", "train", "eval", "split", "corpus"])
-  p.add_argument("--json", help="write the result as JSON here")
+  p.add_argument("--out", "--json", dest="out", help="write the result as JSON to this file")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
-  p.add_argument("--batch", type=POS_INT, help="decode: 32, train: 8")
+  p.add_argument("--batch_size", "--batch", dest="batch_size", type=POS_INT,
+                 help="decode: 32, train: 8")
   p.add_argument("--repeats", type=POS_INT, default=2)
   p.add_argument("--seq_len", type=POS_INT, default=128, help="train: sequence length")
   p.add_argument("--steps", type=POS_INT, default=5, help="train: timed steps per side (median)")

@@ -187,3 +187,15 @@ def test_verbose_flag_works_after_the_subcommand_too():
   assert args.verbose is True
   assert cli.build_parser().parse_args(["-v", "assets", "list"]).verbose is True
   assert cli.build_parser().parse_args(["assets", "list"]).verbose is False
+
+
+def test_consistent_flag_names_keep_their_old_spellings():
+  parse = cli.build_parser().parse_args
+  assert parse(["eval", "--model", "m", "--workdir", "d"]).workdir == "d"
+  assert parse(["eval", "--model", "m", "--out", "d"]).workdir == "d"
+  assert parse(["generate", "--paragraphs", "p", "--ledger", "l"]).ledger == "l"
+  assert parse(["generate", "--paragraphs", "p", "--out", "l"]).ledger == "l"
+  a = parse(["bench", "decode", "--json", "f.json", "--batch", "4"])
+  assert (a.out, a.batch_size) == ("f.json", 4)
+  a = parse(["bench", "decode", "--out", "f.json", "--batch_size", "4"])
+  assert (a.out, a.batch_size) == ("f.json", 4)

@@ -74,7 +74,7 @@ GIN = ["--gin", "generate.max_new_tokens=12", "--gin", "generate.commit_every=3"
 def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_path, teacher):
   pars = write_paragraphs(tmp_path / "paragraphs", 24)  # 48 ner units
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  ref = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "ref",
+  ref = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "ref",
                                "--teacher", teacher, *GIN), cwd=ROOT, env=env,
                        capture_output=True, text=True)
   assert ref.returncode == 0, ref.stderr[-3000:]
@@ -82,7 +82,7 @@ def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_pat
   kills = 0
   for _ in range(5):
     before = len(ledger.shards(out)) if out.exists() else 0
-    proc = subprocess.Popen(brd_cmd("generate", "--paragraphs", pars, "--out", out, "--teacher",
+    proc = subprocess.Popen(brd_cmd("generate", "--paragraphs", pars, "--ledger", out, "--teacher",
                                     teacher, *GIN), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     target = before + rng.randrange(1, 6)
@@ -97,7 +97,7 @@ def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_pat
       kills += 1
     proc.wait()
   assert kills >= 3
-  done = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", out, "--teacher",
+  done = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", out, "--teacher",
                                 teacher, *GIN), cwd=ROOT, env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
   check_exactly_once(out, 48, 2)
@@ -122,7 +122,7 @@ def test_two_processes_then_one_finish_what_one_process_does(tmp_path, teacher):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "BRD_COORDINATOR": f"127.0.0.1:{port}",
            "BRD_NUM_PROCESSES": "2", "BRD_PROCESS_ID": str(i)}
     procs.append(subprocess.Popen(
-        brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "multi", "--teacher",
+        brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "multi", "--teacher",
                 teacher, "--limit", 5, *GIN), cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True))
   outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -132,11 +132,11 @@ def test_two_processes_then_one_finish_what_one_process_does(tmp_path, teacher):
   partial = {r["unit"] for r in ledger.read(tmp_path / "multi")}
   assert 0 < len(partial) <= 10
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  fin = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "multi",
+  fin = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "multi",
                                "--teacher", teacher, "--num_processes", 1, "--process_index", 0,
                                *GIN), cwd=ROOT, env=env, capture_output=True, text=True)
   assert fin.returncode == 0, fin.stderr[-3000:]
-  one = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--out", tmp_path / "one",
+  one = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "one",
                                "--teacher", teacher, *GIN), cwd=ROOT, env=env,
                        capture_output=True, text=True)
   assert one.returncode == 0, one.stderr[-3000:]
@@ -236,7 +236,7 @@ def test_brd_train_reads_a_generated_ledger_through_render(tmp_path, smollm2_ggu
 def test_sigterm_commits_what_is_done_and_exits_cleanly(tmp_path, teacher):
   pars = write_paragraphs(tmp_path / "paragraphs", 24)
   out = tmp_path / "ledger"
-  proc = subprocess.Popen(brd_cmd("generate", "--paragraphs", pars, "--out", out, "--teacher",
+  proc = subprocess.Popen(brd_cmd("generate", "--paragraphs", pars, "--ledger", out, "--teacher",
                                   teacher, *GIN), cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})

