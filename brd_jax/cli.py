@@ -179,39 +179,26 @@ def cmd_assets(args):
 
 def cmd_complete(args):
   import json  # pylint: disable=import-outside-toplevel
-  import time  # pylint: disable=import-outside-toplevel
   if (args.prompt is None) == (args.prompts is None):
     raise UserError("give exactly one of --prompt TEXT or --prompts IN.jsonl")
   if args.prompts and not args.out:
     raise UserError("--prompts needs --out OUT.jsonl")
   records = [{"prompt": args.prompt}] if args.prompt is not None else _read_jsonl(args.prompts)
-  mesh = _setup(args)
-  import jax  # pylint: disable=import-outside-toplevel
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference import chat  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.engine import Engine, Sampling  # pylint: disable=import-outside-toplevel
-  loaded = resolve.load(args.model, mesh if mesh.size > 1 else None)
-  tok = loaded.tokenizer
-  if tok is None:
-    raise UserError(f"--model {args.model} has no tokenizer")
-  texts = [chat.format_prompt(tok, r["prompt"]) if args.chat else r["prompt"] for r in records]
-  engine = Engine(loaded.model, tok, mesh if mesh.size > 1 else None, max_batch=args.batch_size)
-  # One key per input line: a line's sample does not depend on its batch.
-  base = jax.random.key(args.seed)
-  keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jax.numpy.arange(len(texts)))
-  sampling = Sampling(args.temperature, args.top_k, args.top_p)
-  outs, n_tokens, t0 = [], 0, time.perf_counter()
-  bar = tqdm(total=len(texts), unit="prompt", disable=args.prompt is not None)
-  for s in range(0, len(texts), args.batch_size):
-    gens = engine.generate([tok.encode(t) for t in texts[s:s + args.batch_size]],
-                           args.max_new_tokens, sampling, keys=keys[s:s + args.batch_size],
-                           stop=args.stop or ())
-    outs.extend(g.text for g in gens)
-    n_tokens += sum(len(g.tokens) for g in gens)
-    bar.update(len(gens))
-    bar.set_postfix(tokens_per_s=f"{n_tokens / (time.perf_counter() - t0):.1f}")
-  bar.close()
+  bindings = list(args.gin)
+  for flag in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "batch_size"):
+    if getattr(args, flag) is not None:
+      bindings.append(f"complete.{flag} = {getattr(args, flag)!r}")
+  if args.stop:
+    bindings.append(f"complete.stop = {tuple(args.stop)!r}")
+  if args.chat:
+    bindings.append("complete.chat = True")
+  from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
+  config.parse(args.gin_file, bindings)
+  from brd_jax.inference import complete  # pylint: disable=import-outside-toplevel
+  cfg = complete.CompleteConfig()
+  sharding.initialize()
+  outs = complete.run(cfg, args.model, [r["prompt"] for r in records], sharding.make_mesh(),
+                      progress=args.prompt is None)
   if args.prompt is not None:
     print(outs[0])
     return
@@ -408,12 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--prompts", help="JSONL with a \"prompt\" field per line")
   p.add_argument("--out", help="output JSONL (input fields plus \"completion\")")
   p.add_argument("--chat", action="store_true", help="wrap prompts in the chat template")
-  p.add_argument("--max_new_tokens", type=POS_INT, default=64)
-  p.add_argument("--temperature", type=NONNEG_FLOAT, default=0.0, help="0 = greedy")
-  p.add_argument("--top_k", type=NONNEG_INT, default=0)
-  p.add_argument("--top_p", type=PROB, default=1.0)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--batch_size", type=POS_INT, default=32)
+  p.add_argument("--max_new_tokens", type=POS_INT, help="default 64 (= complete.max_new_tokens)")
+  p.add_argument("--temperature", type=NONNEG_FLOAT, help="0 = greedy (the default)")
+  p.add_argument("--top_k", type=NONNEG_INT, help="0 = off (the default)")
+  p.add_argument("--top_p", type=PROB, help="1 = off (the default)")
+  p.add_argument("--seed", type=int)
+  p.add_argument("--batch_size", type=POS_INT, help="default 32")
   p.add_argument("--stop", action="append", help="stop string; repeatable")
   _gin_flags(p)
   p.set_defaults(func=cmd_complete)
@@ -500,8 +487,9 @@ def main(argv=None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   try:
     return args.func(args) or 0
-  except UserError as e:
-    print(f"brd {args.command}: error: {e}", file=sys.stderr)
+  except UserError as e:  # gin appends "In call to configurable ..." lines: the first says it
+    print(f"brd {args.command}: error: {str(e).splitlines()[0] if str(e) else e}",
+          file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print(f"brd {args.command}: interrupted", file=sys.stderr)

@@ -70,6 +70,19 @@ def test_complete_needs_a_tokenizer_and_valid_jsonl(tmp_path, capsys):
   assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_complete_settings_are_gin_bindings_and_flags(tmp_path, capsys):
+  import tiny_teacher
+  teacher = tiny_teacher.make(tmp_path / "t")
+  (tmp_path / "p.jsonl").write_text('{"prompt": "one"}\n{"prompt": "two", "id": 7}\n')
+  for extra in (["--max_new_tokens", "5"], ["--gin", "complete.max_new_tokens=5"]):
+    rc = cli.main(["complete", "--model", str(teacher), "--prompts", str(tmp_path / "p.jsonl"),
+                   "--out", str(tmp_path / "o.jsonl"), "--chat", *extra])
+    assert rc == 0, capsys.readouterr().err
+    rows = [json.loads(l) for l in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r.get("id") for r in rows] == [None, 7]
+    assert all(len(r["completion"]) <= 5 for r in rows)  # 5 byte tokens: <= 5 characters
+
+
 def test_assets_list_and_unknown_asset(capsys):
   assert cli.main(["assets", "list"]) == 0
   assert "smollm2-135m-instruct" in capsys.readouterr().out
@@ -163,6 +176,8 @@ BAD_FLAGS = [  # (sub-command and required flags, the flag, an invalid value)
     (["report", "r"], "--rule", "best"),
     (["pipeline", "--workdir", "w"], "--gin_file", "no/such/config"),
     (["assets"], "fetch", "no-such-asset"),
+    (["complete", "--model", "m", "--prompt", "p"], "--gin", "complete.top_p=1.5"),
+    (["eval", "--model", "m", "--workdir", "o"], "--gin", "eval.limit=-1"),
 ]
 
 
