@@ -101,6 +101,9 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
     if b not in templates.BEHAVIORS:
       raise UserError(f"generate.behaviors: unknown behaviour {b!r} (known: "
                       f"{', '.join(templates.BEHAVIORS)})")
+  chosen = {**templates.DEFAULTS, **(cfg.templates or {})}
+  for b in cfg.behaviors:  # unknown or mismatched templates fail before the teacher loads
+    templates.get(chosen[b], b)
   if cfg.max_attempts < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
     raise UserError("generate.max_attempts, batch_size and max_new_tokens must be >= 1")
   paragraphs = list(read_paragraphs(paragraphs_dir))
