@@ -250,8 +250,9 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
       docs, nbytes, seconds = docs + meta["docs"], nbytes + meta["bytes"], seconds + meta["seconds"]
   candidates = sum(json.loads(p.read_text())["paragraphs"] for p in parts.glob("p*/chunk-*.json"))
   dedup = Deduper(cfg)
+  for stale in (*workdir.glob(".paragraphs.tmp-*"), *workdir.glob(".paragraphs.old-*")):
+    shutil.rmtree(stale, ignore_errors=True)  # a merge killed half way (we hold the merge lock)
   out_tmp = workdir / f".paragraphs.tmp-{os.getpid()}"
-  shutil.rmtree(out_tmp, ignore_errors=True)
   out_tmp.mkdir(parents=True)
   shard, lines, kept, sentences = 0, [], 0, 0
   t0 = time.time()
