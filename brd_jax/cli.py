@@ -46,6 +46,15 @@ def _gin_flags(p: argparse.ArgumentParser) -> None:
                  help="gin binding, e.g. 'mesh.tensor=2'; repeatable, applied after files")
 
 
+def _sharing_flags(p: argparse.ArgumentParser, what: str) -> None:
+  """A stage whose work several processes share: who am I, progress, gin."""
+  p.add_argument("--num_processes", type=POS_INT,
+                 help=f"processes sharing the {what} (default: JAX's process count)")
+  p.add_argument("--process_index", type=NONNEG_INT, help="this process's index")
+  p.add_argument("--no_progress", action="store_true", help="no progress bar")
+  _gin_flags(p)
+
+
 def _setup(args):
   """Parses gin (fails fast on bad bindings) and starts multi-host JAX when configured."""
   from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
@@ -345,10 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--from_task", help="NAME[:split]: a corpus of an evaluation task's unlabeled "
                  "inputs (the paper's relaxed setting)")
   p.add_argument("--data_dir", help="where evaluation files are read (as for brd eval)")
-  p.add_argument("--num_processes", type=POS_INT, help="processes sharing the input (default: JAX's)")
-  p.add_argument("--process_index", type=NONNEG_INT, help="this process's index")
-  p.add_argument("--no_progress", action="store_true", help="no progress bar")
-  _gin_flags(p)
+  _sharing_flags(p, "input")
   p.set_defaults(func=cmd_corpus)
 
   p = sub.add_parser("generate", help="the teacher reads every sentence (NER / QRA / SKD) into "
@@ -361,10 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--topk", type=NONNEG_INT, help="store the teacher's top-N logprobs per token")
   p.add_argument("--limit", type=POS_INT, help="stop after N units this run")
   p.add_argument("--batch_size", type=POS_INT, help="rows decoded together (default 32)")
-  p.add_argument("--num_processes", type=POS_INT, help="processes sharing the units (default JAX's)")
-  p.add_argument("--process_index", type=NONNEG_INT, help="this process's index")
-  p.add_argument("--no_progress", action="store_true", help="no progress bar")
-  _gin_flags(p)
+  _sharing_flags(p, "units")
   p.set_defaults(func=cmd_generate)
 
   p = sub.add_parser("pipeline", help="corpus -> generate -> train (BRD and corpus-only) -> eval "
