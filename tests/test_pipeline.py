@@ -59,17 +59,25 @@ def brd(*args):
                         text=True)
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_setup):
+  """One uninterrupted pipeline run; tests that change it put it back."""
+  root, gin = tiny_setup
+  r = brd("pipeline", "--workdir", root / "ref", "--gin_file", gin, "--no_progress")
+  assert r.returncode == 0, r.stderr[-4000:]
+  return root / "ref"
+
+
 def stage_times(workdir):
   return {p.stem: json.loads(p.read_text())["fingerprint"]
           for p in (workdir / "stages").glob("*.json")}
 
 
 @pytest.mark.slow
-def test_pipeline_runs_every_stage_skips_on_rerun_and_reruns_only_dependents(tiny_setup):
-  root, gin = tiny_setup
-  work = root / "work"
-  r = brd("pipeline", "--workdir", work, "--gin_file", gin, "--no_progress")
-  assert r.returncode == 0, r.stderr[-4000:]
+def test_pipeline_runs_every_stage_skips_on_rerun_and_reruns_only_dependents(tiny_setup,
+                                                                            reference):
+  _, gin = tiny_setup
+  work = reference
   assert sorted(stage_times(work)) == sorted([
       "corpus", "generate", "train_brd", "train_corpus_only", "eval_teacher",
       "eval_student_init", "eval_student_brd", "eval_student_corpus_only"])
@@ -89,6 +97,8 @@ def test_pipeline_runs_every_stage_skips_on_rerun_and_reruns_only_dependents(tin
            if l.startswith("[pipeline]") and l.endswith("...")}
   assert reran == {"eval_teacher", "eval_student_init", "eval_student_brd",
                    "eval_student_corpus_only"}
+  back = brd("pipeline", "--workdir", work, "--gin_file", gin, "--no_progress")  # as it was
+  assert back.returncode == 0 and back.stdout.count("up to date") == 4, back.stderr[-4000:]
 
 
 def _tables(report: str) -> str:
@@ -99,14 +109,12 @@ def _tables(report: str) -> str:
 
 
 @pytest.mark.slow
-def test_pipeline_killed_in_every_stage_then_rerun_gives_the_same_report(tiny_setup):
+def test_pipeline_killed_in_every_stage_then_rerun_gives_the_same_report(tiny_setup, reference):
   import random
   import signal
   import threading
   root, gin = tiny_setup
-  ref = root / "ref"
-  r = brd("pipeline", "--workdir", ref, "--gin_file", gin, "--no_progress")
-  assert r.returncode == 0, r.stderr[-4000:]
+  ref = reference
   work, rng = root / "killed", random.Random(0)
   stages = ["corpus", "generate", "train_brd", "train_corpus_only", "eval_teacher",
             "eval_student_init", "eval_student_brd", "eval_student_corpus_only"]
