@@ -70,3 +70,10 @@ def dir_fingerprint(d, pattern: str = "*.jsonl") -> str:
       for block in iter(lambda: f.read(1 << 20), b""):
         h.update(block)
   return h.hexdigest()[:16]
+
+
+def content_digest(*parts, n: int = 16) -> str:
+  """A short sha256 of JSON-able parts (keys sorted): the fingerprints stages record."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:n]

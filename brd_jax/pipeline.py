@@ -9,7 +9,6 @@ itself), so a changed setting re-runs what depends on it and nothing else.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import pathlib
@@ -18,7 +17,7 @@ import time
 import gin
 
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_text, dir_fingerprint
+from brd_jax.io_utils import atomic_write_text, content_digest, dir_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,6 @@ class PipelineConfig:
   eval_student_init: bool = True
   compare_to_teacher: bool = True  # students' eval adds CE / KL to the teacher (same tokenizer)
   devices: int = 0                # the device count a config is written for (0: any)
-
-
-def _digest(*parts) -> str:
-  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _bindings(*prefixes) -> list[str]:
@@ -97,12 +92,12 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
 
   from brd_jax.evaluation import tasks as tasks_lib
   eval_texts = tasks_lib.input_texts(ccfg.decontaminate, ecfg.data_dir or None)
-  corpus = stages.run("corpus", _digest("corpus", _bindings("corpus"), {
-      t: _digest(v) for t, v in eval_texts.items()}),
+  corpus = stages.run("corpus", content_digest("corpus", _bindings("corpus"), {
+      t: content_digest(v) for t, v in eval_texts.items()}),
       lambda: corpus_stage.run(ccfg, workdir / "corpus", eval_texts, progress))
   fp_par = corpus_stage.read_manifest(workdir / "corpus")["fingerprint"]
 
-  gen = stages.run("generate", _digest("generate", fp_par, _bindings("generate", "chat")),
+  gen = stages.run("generate", content_digest("generate", fp_par, _bindings("generate", "chat")),
                    lambda: generate.run(gcfg, paragraphs, ledger_dir, None, progress))
   fp_ledger = dir_fingerprint(ledger_dir)
 
@@ -114,7 +109,7 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
     trains["corpus_only"] = dataclasses.replace(base, mixture="brd_corpus_only")
   fp_train = {}
   for name, dcfg in trains.items():
-    fp_train[name] = _digest("train", name, fp_par, fp_ledger, dataclasses.asdict(dcfg),
+    fp_train[name] = content_digest("train", name, fp_par, fp_ledger, dataclasses.asdict(dcfg),
                              _bindings("train", "student", "model", "mesh"))
     stages.run(f"train_{name}", fp_train[name], lambda d=dcfg, n=name: _train(
         workdir / f"train_{n}", mesh, tcfg, d, scfg, progress))
@@ -126,17 +121,17 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
     models["student_init"] = "student_init"
   for name in trains:
     models[f"student_{name}"] = str(workdir / f"train_{name}")
-  fp_eval = _digest("eval", _bindings("eval"), ecfg.data_dir)
+  fp_eval = content_digest("eval", _bindings("eval"), ecfg.data_dir)
   for name, spec in models.items():
     cfg = ecfg
     if name.startswith("student") and pcfg.compare_to_teacher:
       cfg = dataclasses.replace(ecfg, reference_model=gcfg.teacher)
     upstream = fp_train.get(name[len("student_"):], "") if name.startswith("student_") else ""
     if name == "student_init":
-      upstream = _digest(_bindings("student", "model"))
+      upstream = content_digest(_bindings("student", "model"))
     if name == "teacher":
-      upstream = _digest(gcfg.teacher)
-    stages.run(f"eval_{name}", _digest(fp_eval, upstream, cfg.reference_model),
+      upstream = content_digest(gcfg.teacher)
+    stages.run(f"eval_{name}", content_digest(fp_eval, upstream, cfg.reference_model),
                lambda s=spec, c=cfg, n=name: _eval(s, c, workdir / "eval" / n, mesh, scfg,
                                                    progress, n))
 
@@ -160,7 +155,7 @@ def _eval(spec, cfg, out, mesh, scfg, progress, name) -> dict:
     from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
     from brd_jax.training import student  # pylint: disable=import-outside-toplevel
     m, mcfg, tok, prov = student.init(scfg, mesh if mesh.size > 1 else None)
-    model = resolve.Loaded(m, mcfg, tok, _digest(prov, dataclasses.asdict(scfg)), "student_init")
+    model = resolve.Loaded(m, mcfg, tok, content_digest(prov, dataclasses.asdict(scfg)), "student_init")
   results = eval_run.run(cfg, model, out, mesh, progress, name=name)
   return {t: {k: v for k, v in r.items() if not k.endswith("_stderr")}
           for t, r in results.items()}

@@ -86,13 +86,14 @@ class Tokenizer:
     return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
   def fingerprint(self) -> str:
-    """Content hash of the vocabulary and special tokens: equal iff two tokenizers agree on ids."""
+    """Content hash of the whole tokenizer (model, merges, special tokens): equal tokenizers give
+    equal ids for every text."""
     import hashlib  # pylint: disable=import-outside-toplevel
     h = hashlib.sha256()
     if self.is_sentencepiece:
       h.update(pathlib.Path(self._sp_path).read_bytes())
     else:
-      h.update(json.dumps(self._tok.get_vocab(with_added_tokens=True), sort_keys=True).encode())
+      h.update(self._tok.to_str().encode())
     h.update(repr((self.bos_token, self.eos_token, self.pad_token, self.unk_token)).encode())
     return h.hexdigest()[:16]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import pathlib
@@ -19,7 +18,7 @@ import time
 from brd_jax.behaviors import ledger, parse, templates
 from brd_jax.behaviors.config import GenerateConfig
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_text
+from brd_jax.io_utils import atomic_write_text, content_digest
 from brd_jax.preemption import SigtermFlag
 
 log = logging.getLogger(__name__)
@@ -41,14 +40,8 @@ class Unit:
 def teacher_fingerprint(loaded, chat_template: str | None, system: str | None) -> str:
   """Weights + tokenizer + the chat template actually used."""
   tok = loaded.tokenizer
-  h = hashlib.sha256(loaded.fingerprint.encode())
-  backend = getattr(tok, "_tok", None)
-  if hasattr(backend, "to_str"):
-    h.update(backend.to_str().encode())
-  elif getattr(tok, "_sp_path", None):
-    h.update(pathlib.Path(tok._sp_path).read_bytes())  # pylint: disable=protected-access
-  h.update(f"\x1f{chat_template or tok.chat_template}\x1f{system}".encode())
-  return h.hexdigest()[:16]
+  return content_digest(loaded.fingerprint, tok.fingerprint(), chat_template or tok.chat_template,
+                        system)
 
 
 def build_units(paragraphs, cfg: GenerateConfig, teacher: str) -> list[Unit]:

@@ -30,14 +30,10 @@ from brd_jax.corpus import split as split_lib
 from brd_jax.corpus.config import CorpusConfig
 from brd_jax.corpus.dedup import Deduper, Signer
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_bytes, atomic_write_text, file_lock
+from brd_jax.io_utils import atomic_write_bytes, atomic_write_text, content_digest, file_lock
 
 VERSION = 1  # bump when the processing changes what is kept
 log = logging.getLogger(__name__)
-
-
-def _digest(obj) -> str:
-  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def paragraph_id(text: str) -> str:
@@ -50,13 +46,18 @@ def processes(cfg: CorpusConfig) -> tuple[int, int]:
   return sharding.process_share(cfg.num_processes, cfg.process_index, "corpus")
 
 
-def read_paragraphs(paragraphs_dir):
-  """The paragraphs of a `paragraphs/` directory, in shard order (the one reader of the format)."""
+def paragraph_shards(paragraphs_dir) -> list[pathlib.Path]:
+  """The shards of a `paragraphs/` directory, in order; an error when there are none."""
   d = pathlib.Path(paragraphs_dir)
   files = sorted(p for p in d.glob("*.jsonl") if not p.name.startswith(".")) if d.is_dir() else []
   if not files:
     raise UserError(f"paragraphs directory {d} holds no *.jsonl shards")
-  for path in files:
+  return files
+
+
+def read_paragraphs(paragraphs_dir):
+  """The paragraphs of a `paragraphs/` directory, in shard order (the one reader of the format)."""
+  for path in paragraph_shards(paragraphs_dir):
     with open(path, "rb") as f:
       for lineno, raw in enumerate(f, 1):
         if not raw.strip():
@@ -92,9 +93,10 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
                            exclude=(workdir / "paragraphs", workdir / "parts"))
   if not sources:
     raise UserError("no input files (the inputs hold only this stage's own output)")
-  eval_fp = _digest({t: _digest(v) for t, v in sorted(eval_texts.items())})
-  fingerprint = _digest({"version": VERSION, "inputs": [dataclasses.astuple(s) for s in sources],
-                         "config": cfg.fingerprint_fields(), "eval": eval_fp})
+  eval_fp = content_digest({t: content_digest(v) for t, v in sorted(eval_texts.items())})
+  fingerprint = content_digest({"version": VERSION,
+                                "inputs": [dataclasses.astuple(s) for s in sources],
+                                "config": cfg.fingerprint_fields(), "eval": eval_fp})
   done = read_manifest(workdir)
   if done and done.get("fingerprint") == fingerprint:
     return {"status": "up to date", "paragraphs": done["kept"], "dir": str(workdir / "paragraphs")}

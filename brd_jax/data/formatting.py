@@ -38,16 +38,6 @@ def read_paragraphs(directory) -> list[dict]:
   return list(_read_paragraphs(directory))
 
 
-def check_paragraphs(directory) -> None:
-  """Fails fast when the directory is missing or holds no shards."""
-  import pathlib  # pylint: disable=import-outside-toplevel
-  d = pathlib.Path(directory)
-  if not d.is_dir():
-    raise UserError(f"paragraphs directory not found: {d}")
-  if not any(p for p in d.glob("*.jsonl") if not p.name.startswith(".")):
-    raise UserError(f"paragraphs directory {d} holds no *.jsonl shards")
-
-
 def read_ledger(directory) -> Readings:
   """The ledger's committed, valid records, one per sentence key (see `ledger.select`)."""
   if not ledger_lib.shards(directory):

@@ -12,6 +12,7 @@ import logging
 import jax
 
 from brd_jax.behaviors import ledger
+from brd_jax.corpus.stage import paragraph_shards
 from brd_jax.data import formatting
 from brd_jax.data._tf import seqio, tf
 from brd_jax.data.config import DataConfig
@@ -118,7 +119,7 @@ def check(cfg: DataConfig) -> None:
   """Fails fast (before any model is built) on missing or empty data directories."""
   if not cfg.paragraphs_dir:
     raise UserError("data.paragraphs_dir is not set (bind it in gin: data.paragraphs_dir = '...')")
-  formatting.check_paragraphs(cfg.paragraphs_dir)
+  paragraph_shards(cfg.paragraphs_dir)
   if cfg.ledger_dir and not ledger.shards(cfg.ledger_dir):
     raise UserError(f"ledger directory {cfg.ledger_dir} holds no committed shards")
 
