@@ -305,6 +305,7 @@ def test_rerun_is_a_no_op_and_a_changed_input_rebuilds(tmp_path):
   before = (shard.stat().st_mtime_ns, shard.read_bytes())
   assert stage.run(cfg, tmp_path / "w", progress=False)["status"] == "up to date"
   assert (shard.stat().st_mtime_ns, shard.read_bytes()) == before
+  assert not (tmp_path / "w" / "parts").exists()  # nothing was read or processed again
   (tmp_path / "a.txt").write_text(cc100_text(12))
   s = stage.run(cfg, tmp_path / "w", progress=False)
   assert s["status"] == "written" and s["paragraphs"] == 36
@@ -324,7 +325,7 @@ def brd(*args, **kw):
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   (tmp_path / "in.txt").write_text(cc100_text(3000, seed=5))
   common = ["--input", tmp_path / "in.txt", "--no_progress", "--gin", "corpus.decontaminate=()",
-            "--gin", "corpus.chunk_docs=100"]
+            "--gin", "corpus.chunk_docs=100", "--gin", "corpus.keep_parts=True"]
   ref = brd("corpus", "--workdir", tmp_path / "ref", *common)
   assert ref.returncode == 0, ref.stderr
   rng = random.Random(3)
@@ -342,10 +343,11 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
   assert not (work / "paragraphs").exists()
-  done_before = len(list(work.glob("parts/*/p0000/chunk-*.json")))
-  assert done_before >= 2
+  committed = {p: p.stat().st_mtime_ns for p in work.glob("parts/*/p0000/chunk-*.json")}
+  assert len(committed) >= 2
   again = brd("corpus", "--workdir", work, *common)
   assert again.returncode == 0, again.stderr
+  assert {p: p.stat().st_mtime_ns for p in committed} == committed  # committed chunks not redone
   assert outputs(work) == outputs(tmp_path / "ref")
   ref_m, m = stage.read_manifest(tmp_path / "ref"), stage.read_manifest(work)
   assert (m["kept"], m["dropped"], m["documents"]) == (ref_m["kept"], ref_m["dropped"],

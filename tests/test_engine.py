@@ -146,9 +146,14 @@ def test_stream_yields_every_row_once_as_generate_does(byte_teacher):
   texts = ["a", "the longest prompt of them all, by far", "mid length one", "b c", "xyz " * 5]
   prompts = [tok.encode(t) for t in texts]
   eng = Engine(byte_teacher.model, tok, max_batch=2, chunk=4)
-  want = eng.generate(prompts, 12, return_logprobs=True, top_logprobs=2)
-  got = dict(eng.stream(prompts, 12, return_logprobs=True, top_logprobs=2))
-  assert sorted(got) == list(range(len(texts)))
+  full = eng.generate(prompts, 16, eos_ids=())
+  stop = [full[0].text[2:4]]  # row 0 finishes early, while its batch decodes on
+  want = eng.generate(prompts, 16, return_logprobs=True, top_logprobs=2, stop=stop, eos_ids=())
+  pairs = list(eng.stream(prompts, 16, return_logprobs=True, top_logprobs=2, stop=stop,
+                          eos_ids=()))
+  got = dict(pairs)
+  assert sorted(i for i, _ in pairs) == list(range(len(texts)))  # each row exactly once
+  assert got[0].finish_reason == "stop"
   for i, g in enumerate(want):
     assert got[i].tokens == g.tokens and got[i].text == g.text
     np.testing.assert_allclose(got[i].logprobs, g.logprobs, atol=1e-5)

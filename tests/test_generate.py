@@ -248,4 +248,5 @@ def test_sigterm_commits_what_is_done_and_exits_cleanly(tmp_path, teacher):
   assert proc.returncode == 0, stderr[-3000:]
   summary = json.loads(stdout.strip().splitlines()[-1])
   assert summary["stopped"] is True and summary["remaining"] > 0
+  assert summary["this_run"] < 48  # stopped within the batch in hand, not after all 48 units
   assert len(content(out)) == summary["this_run"]  # every generated row was committed
