@@ -92,6 +92,10 @@ def test_templates_render_demonstrations_in_the_chat_format():
   assert chat.count("<user>") == len(templates.NER_DEMOS) + 1
   assert chat.count("<assistant>") == len(templates.NER_DEMOS) + 1  # + the generation prompt
   assert chat.endswith(f"<user>Sentence: {S}</s><assistant>")
+  # The instruction opens the first demonstration, once.
+  first_user = chat.split("<user>")[1]
+  assert first_user.startswith(templates.NER_INSTRUCTION) and \
+      chat.count(templates.NER_INSTRUCTION) == 1
   inline = templates.get("qra-inline@1", "qra").prompt(tok, S, context="Earlier text.")
   assert inline.count("<user>") == 1 and "Context: Earlier text.\nSentence: " in inline
   with pytest.raises(Exception, match="is for ner"):
@@ -144,3 +148,14 @@ def test_writer_commits_whole_numbered_shards(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-p0003-000000.jsonl",
                                                         "shard-p0003-000001.jsonl"]
   assert [r["key"] for r in ledger.read(tmp_path)] == ["u0-0", "u1-0", "u2-0", "u9-0"]
+  # Numbering follows this process's highest shard: another process's shards and a gap (a
+  # shard moved away) never make it reuse a name, which would overwrite committed records.
+  (tmp_path / "shard-p0001-000007.jsonl").write_text("")
+  (tmp_path / "shard-p0003-000001.jsonl").rename(tmp_path / "shard-p0003-000004.jsonl")
+  w3 = ledger.Writer(tmp_path, 3)
+  w3.add({"key": "u8-0", "unit": "u8", "sentence_key": "s", "attempt": 0, "behavior": "ner",
+          "valid": True})
+  w3.commit()
+  assert (tmp_path / "shard-p0003-000005.jsonl").exists()
+  assert sorted(r["key"] for r in ledger.read(tmp_path)) == ["u0-0", "u1-0", "u2-0", "u8-0",
+                                                             "u9-0"]

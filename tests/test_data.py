@@ -39,6 +39,9 @@ def test_sentence_without_reading_keeps_the_sentence(tmp_path):
   text = formatting.behavior_examples(pars, readings, "ner")[0]["text"]
   lines = text.split("\n")
   assert lines[3] == s[1] and lines[4] == s[2]
+  # At sentence level a sentence without a reading makes no example of its own.
+  sent = formatting.behavior_examples(pars, readings, "ner", level="sentence")
+  assert [e["text"].split("\n")[0] for e in sent] == [s[0], s[2]]
 
 
 def test_torn_lines_and_uncommitted_files_are_skipped_and_validity_is_explicit(tmp_path, caplog):
