@@ -8,11 +8,6 @@ import sys
 
 from brd_jax.errors import UserError
 
-PENDING = {  # stages whose engines are still being built, with the issue that tracks each
-    "plan": ("memory / FLOP plan of a config on a topology", "the planning work"),
-}
-
-
 class _Parser(argparse.ArgumentParser):
   def error(self, message):
     print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -270,6 +265,19 @@ def cmd_eval(args):
   print((pathlib.Path(args.workdir) / "results.md").read_text())
 
 
+def cmd_plan(args):
+  import json  # pylint: disable=import-outside-toplevel
+  from brd_jax import config  # pylint: disable=import-outside-toplevel
+  from brd_jax.io_utils import atomic_write_text  # pylint: disable=import-outside-toplevel
+  from brd_jax.planning import plan  # pylint: disable=import-outside-toplevel
+  config.parse(args.gin_file, args.gin)
+  topo, plans = plan.run(args.topology, args.aot)
+  print(plan.render(topo, plans), flush=True)
+  if args.out:
+    atomic_write_text(args.out, json.dumps(plan.summary(topo, plans), indent=1))
+  plan.check_fits(topo, plans)
+
+
 def cmd_report(args):
   from brd_jax.evaluation import report  # pylint: disable=import-outside-toplevel
   print(report.compare(args.runs, args.rule, args.out), end="")
@@ -329,13 +337,6 @@ def _read_jsonl(path, fields=("prompt",)):
   except json.JSONDecodeError as e:
     raise UserError(f"{path}: invalid JSON ({e})") from None
   return records
-
-
-def _pending(name, what):
-  def run(args):
-    _setup(args)  # still validates gin bindings
-    raise UserError(f"`brd {name}` is not implemented yet ({what})")
-  return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -473,10 +474,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", help="PNG path (default WORKDIR/loss.png)")
   p.set_defaults(func=cmd_plot)
 
-  for name, (help_text, what) in PENDING.items():
-    p = sub.add_parser(name, help=f"{help_text} (not implemented yet)")
-    _gin_flags(p)
-    p.set_defaults(func=_pending(name, what))
+  p = sub.add_parser("plan", help="per-device memory, FLOPs and days of each stage on a "
+                     "topology; --aot proves memory with the real steps' compiles")
+  p.add_argument("--topology", help="v5e-N, v4-N, v5p-N (TPU slice names) or h100xN "
+                 "(default: gin plan.topology, which configs/meshes/* set; else v5e-64)")
+  p.add_argument("--aot", action="store_true", help="compile the real train / generate / eval "
+                 "steps for the topology here (TPU: [tpu] extra; H100: [aot-gpu] extra)")
+  p.add_argument("--out", help="write the plan as JSON to this file")
+  _gin_flags(p)
+  p.set_defaults(func=cmd_plan)
   for p in sub.choices.values():  # `brd eval -v ...` as well as `brd -v eval ...`
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="log at INFO level")

@@ -57,6 +57,7 @@ def register_configurables() -> None:
   from brd_jax.training import config as _tc  # noqa: F401
   from brd_jax.inference import chat  # noqa: F401
   from brd_jax.models import config as _mc  # noqa: F401
+  from brd_jax.planning import plan as _pl  # noqa: F401
 
 
 def parse(gin_files=(), bindings=(), finalize: bool = True) -> None:

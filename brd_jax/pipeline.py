@@ -98,7 +98,7 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
   fp_par = corpus_stage.read_manifest(workdir / "corpus")["fingerprint"]
 
   gen = stages.run("generate", content_digest("generate", fp_par, _bindings("generate", "chat")),
-                   lambda: generate.run(gcfg, paragraphs, ledger_dir, None, progress))
+                   lambda: generate.run(gcfg, paragraphs, ledger_dir, _host_mesh(), progress))
   fp_ledger = dir_fingerprint(ledger_dir)
 
   tcfg, scfg = TrainConfig(), StudentConfig()
@@ -141,6 +141,13 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
                                             for p in sorted(stages.dir.glob("*.json"))},
           "corpus_paragraphs": corpus.get("summary", {}).get("paragraphs"),
           "ledger_remaining": gen.get("summary", {}).get("remaining")}
+
+
+def _host_mesh():
+  """Generation shares units between processes, so each reads with its own host's devices."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
+  return sharding.make_mesh(devices=jax.local_devices())
 
 
 def _train(workdir, mesh, tcfg, dcfg, scfg, progress) -> dict:

@@ -148,6 +148,15 @@ def active_mesh() -> Mesh | None:
   return _ACTIVE[-1][0] if _ACTIVE else None
 
 
+def platform() -> str:
+  """The platform code is being traced for: the active mesh's devices (so ahead-of-time compiles
+  for TPU or GPU from this CPU pick the target's kernels), else JAX's default backend."""
+  mesh = active_mesh()
+  if mesh is not None:
+    return mesh.devices.flat[0].platform
+  return jax.default_backend()
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   """with_sharding_constraint by logical names; a no-op outside `use_mesh`."""
   if not _ACTIVE:

@@ -11,6 +11,7 @@ import gin
 class GenerateConfig:
   """The teacher's reading: who reads, with which prompts and decoding, and how work is shared."""
   teacher: str = ""                # a --model spec (HF dir, .gguf, asset:NAME, training dir)
+  dtype: str = ""                  # teacher weights and compute: '' as loaded (float32), bfloat16
   behaviors: tuple = ("ner", "qra")
   templates: dict | None = None    # behaviour -> template id; default templates.DEFAULTS
   context_sentences: int = 0       # earlier sentences of the paragraph shown as context

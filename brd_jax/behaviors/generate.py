@@ -77,6 +77,11 @@ def ledger_state(ledger_dir) -> dict[str, tuple[int, bool]]:
   return state
 
 
+def teacher_overrides(cfg: GenerateConfig) -> dict | None:
+  """The teacher's dtype as configured (part of its fingerprint, so of every unit key)."""
+  return {"dtype": cfg.dtype, "param_dtype": cfg.dtype} if cfg.dtype else None
+
+
 def _share(unit: str, n: int) -> int:
   return int(unit[:8], 16) % n
 
@@ -99,13 +104,16 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
     templates.get(chosen[b], b)
   if cfg.max_attempts < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
     raise UserError("generate.max_attempts, batch_size and max_new_tokens must be >= 1")
+  if cfg.dtype not in ("", "float32", "bfloat16"):
+    raise UserError(f"generate.dtype={cfg.dtype!r}: must be '', 'float32' or 'bfloat16'")
   paragraphs = list(read_paragraphs(paragraphs_dir))
   n_proc, proc = processes(cfg)
   if loaded is None:
     if not cfg.teacher:
       raise UserError("no teacher: give --teacher SPEC (generate.teacher)")
     from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-    loaded = resolve.load(cfg.teacher, mesh if mesh is not None and mesh.size > 1 else None)
+    loaded = resolve.load(cfg.teacher, mesh if mesh is not None and mesh.size > 1 else None,
+                          teacher_overrides(cfg))
   if loaded.tokenizer is None:
     raise UserError(f"teacher {cfg.teacher} has no tokenizer")
   from brd_jax.inference import chat  # pylint: disable=import-outside-toplevel

@@ -77,6 +77,30 @@ def load(spec: str, mesh=None, overrides: dict | None = None) -> Loaded:
   return Loaded(model, cfg, tok, fingerprint(p, cfg), str(p))
 
 
+def load_config(spec: str, overrides: dict | None = None) -> ModelConfig | None:
+  """The model's shape without its weights (None when the spec is not a model on this machine)."""
+  if spec.startswith("asset:"):
+    return None  # an asset is fetched on first use; planning never downloads
+  p = local_path(spec)
+  k = kind(p) if p.exists() else "missing"
+  if k == "gguf":
+    from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
+    cfg = gguf.GGUFFile(p).config()
+  elif k == "hf":
+    from brd_jax.checkpoints import hf  # pylint: disable=import-outside-toplevel
+    cfg = hf.config_from_hf(hf.read_config(p))
+  elif k == "orbax":
+    from brd_jax.checkpoints import orbax  # pylint: disable=import-outside-toplevel
+    ck = orbax.Checkpoints(p, read_only=True)
+    step = ck.latest_step()
+    if step is None:
+      return None
+    cfg = ModelConfig.from_dict(ck.meta(step)["model"])
+  else:
+    return None
+  return cfg.replace(**overrides) if overrides else cfg
+
+
 def _orbax_fingerprint(p: pathlib.Path, cfg: ModelConfig, step: int) -> str:
   h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
   h.update(f"{p.resolve()}@{step}".encode())

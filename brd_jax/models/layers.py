@@ -185,7 +185,7 @@ def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, k
     k = jax.lax.dynamic_index_in_dim(kv[0], layer, 0, keepdims=False).astype(dt)
     v = jax.lax.dynamic_index_in_dim(kv[1], layer, 0, keepdims=False).astype(dt)
     o = grouped_attention(q, k, v, mask_B1TS, cfg.head_dim ** -0.5)
-  elif jax.default_backend() == "cpu":
+  elif sharding.platform() == "cpu":
     o = grouped_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask_B1TS,
                           cfg.head_dim ** -0.5)
   else:

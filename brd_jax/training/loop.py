@@ -75,11 +75,10 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
             # the content of the data, not just its size: a resume must see the same examples
             "data": [dir_fingerprint(dcfg.paragraphs_dir or "-"),
                      dir_fingerprint(dcfg.ledger_dir or "-")]}
+  model = None
   if start is None:
     model, cfg, tok, prov = student.init(scfg, mesh, tcfg.seed)
     _save_tokenizer(tok, workdir)
-    params, bind = build.functional(model)
-    del model
   else:
     meta = ck.meta(start)
     changed = {k: (meta["stream"].get(k), v) for k, v in stream.items()
@@ -90,16 +89,16 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
     cfg, prov = ModelConfig.from_dict(meta["model"]), meta["provenance"]
     from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
     tok = tkz.from_dir(workdir / "tokenizer")
-    params, bind = build.functional(build.abstract(cfg))
 
-  tx = optim.optimizer(tcfg)
-  shardings = step_lib.state_shardings(cfg, tx, params, mesh)
+  # The state-building half (no weights, no data): what `brd plan` compiles against too.
+  abs_state, bind, tx, shardings = step_lib.abstract_train(cfg, tcfg, mesh)
   if start is None:
+    params, _ = build.functional(model)
+    del model
     state = step_lib.init_state(tx, params, shardings, mesh)
     start = 0
   else:
-    abs_state = step_lib.abstract_state(tx, params)
-    state, data_pos = ck.restore(start, orbax.abstract(abs_state, shardings))
+    state, data_pos = ck.restore(start, abs_state)
     if data_pos["batches_consumed"] != start:
       raise UserError(f"{workdir}: checkpoint {start} has an inconsistent data position")
     logging.info("resumed from step %d", start)

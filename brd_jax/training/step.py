@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from brd_jax import sharding
 from brd_jax.models import build
-from brd_jax.training import losses
+from brd_jax.training import losses, optim
 from brd_jax.training.config import TrainConfig
 
 
@@ -50,6 +50,34 @@ def state_shardings(cfg, tx, params, mesh):
   opt = optax.tree_map_params(tx, lambda _, s: s, abstract_state(tx, params)["opt"],
                               param_shardings, transform_non_params=lambda _: replicated)
   return {"step": replicated, "params": param_shardings, "opt": opt}
+
+
+def abstract_train(cfg, tcfg: TrainConfig, mesh):
+  """The trainer's state without weights or data: (abstract state carrying its shardings, bind,
+  optimizer, shardings). `brd train` restores into it; `brd plan` compiles against it."""
+  params, bind = build.functional(build.abstract(cfg))
+  tx = optim.optimizer(tcfg)
+  shardings = state_shardings(cfg, tx, params, mesh)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                       abstract_state(tx, params), shardings)
+  return state, bind, tx, shardings
+
+
+def abstract_batch(batch_size: int, seq_len: int, mesh, kd_topk: int = 0) -> dict:
+  """The global batch one step takes (what `normalize_batch` yields), as sharded shapes."""
+  bs = batch_sharding(mesh)
+  shape = (batch_size, seq_len)
+  out = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=bs) for k in (
+      "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
+      "decoder_segment_ids", "decoder_positions")}
+  if kd_topk:
+    per_token = NamedSharding(mesh, sharding.logical_to_spec(("batch", "length", None), mesh=mesh))
+    out["teacher_topk_ids"] = jax.ShapeDtypeStruct(shape + (kd_topk,), jnp.int32,
+                                                   sharding=per_token)
+    out["teacher_topk_logprobs"] = jax.ShapeDtypeStruct(shape + (kd_topk,), jnp.float32,
+                                                        sharding=per_token)
+    out["teacher_topk_weights"] = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=bs)
+  return out
 
 
 def init_state(tx, params, shardings, mesh) -> dict:
