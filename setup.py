@@ -10,7 +10,7 @@ setup(
         "brd_jax.configs", "brd_jax.configs.experiments", "brd_jax.configs.meshes",
         "brd_jax.configs.models"],
     package_dir={"brd_jax.configs": "configs"},
-    package_data={"brd_jax.configs": ["*.gin"], "brd_jax.configs.experiments": ["*.gin"],
+    package_data={"brd_jax.planning": ["*.txtpb"], "brd_jax.configs": ["*.gin"], "brd_jax.configs.experiments": ["*.gin"],
                   "brd_jax.configs.meshes": ["*.gin"], "brd_jax.configs.models": ["*.gin"]},
     python_requires=">=3.10",
     install_requires=[
