@@ -110,8 +110,9 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
   gcfg, ccfg = GenerateConfig(), CorpusConfig()
   cfg, source = _teacher_shape(pcfg, gcfg)
   mesh, shape = _mesh(topo.chips_per_host)
-  B = max(gcfg.batch_size, sharding.batch_multiple(mesh))
-  B = -(-B // sharding.batch_multiple(mesh)) * sharding.batch_multiple(mesh)
+  B = sharding.batch_multiple(mesh)  # the engine's batch bucket: a power-of-two multiple of it
+  while B < gcfg.batch_size:
+    B *= 2
   P = prompt_tokens(gcfg, pcfg)
   params = _param_bytes(cfg, mesh)
   prefill, decode = estimate.generate(cfg, params, B, P, gcfg.max_new_tokens, mesh, gcfg.topk)
