@@ -50,6 +50,12 @@ def _sharing_flags(p: argparse.ArgumentParser, what: str) -> None:
   _gin_flags(p)
 
 
+def _flag_bindings(args, configurable: str, flags) -> list[str]:
+  """gin bindings for the flags given on the command line (they override the gin files)."""
+  return [f"{configurable}.{f} = {getattr(args, f)!r}" for f in flags
+          if getattr(args, f) is not None]
+
+
 def _setup(args):
   """Parses gin (fails fast on bad bindings) and starts multi-host JAX when configured."""
   from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
@@ -67,9 +73,7 @@ def cmd_corpus(args):
   bindings = list(args.gin)
   if args.input:
     bindings.append(f"corpus.inputs = {tuple(args.input)!r}")
-  for flag in ("format", "num_processes", "process_index"):
-    if getattr(args, flag) is not None:
-      bindings.append(f"corpus.{flag} = {getattr(args, flag)!r}")
+  bindings += _flag_bindings(args, "corpus", ("format", "num_processes", "process_index"))
   config.parse(args.gin_file, bindings)
   cfg = CorpusConfig()
   workdir = pathlib.Path(args.workdir)
@@ -90,18 +94,15 @@ def cmd_generate(args):
     bindings.append(f"generate.teacher = {args.teacher!r}")
   if args.behaviors:
     bindings.append(f"generate.behaviors = {tuple(b.strip() for b in args.behaviors.split(','))!r}")
-  for flag in ("topk", "limit", "num_processes", "process_index", "batch_size"):
-    if getattr(args, flag) is not None:
-      bindings.append(f"generate.{flag} = {getattr(args, flag)!r}")
+  bindings += _flag_bindings(args, "generate", ("topk", "limit", "num_processes",
+                                                "process_index", "batch_size"))
   config.parse(args.gin_file, bindings)
   from brd_jax.behaviors.config import GenerateConfig  # pylint: disable=import-outside-toplevel
   cfg = GenerateConfig()
   sharding.initialize()
-  import jax  # pylint: disable=import-outside-toplevel
-  # Each process reads its own share with the teacher on its own devices (a replica per host).
-  mesh = sharding.make_mesh(devices=jax.local_devices())
   from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
-  summary = generate.run(cfg, args.paragraphs, args.ledger, mesh, progress=not args.no_progress)
+  summary = generate.run(cfg, args.paragraphs, args.ledger, sharding.host_mesh(),
+                         progress=not args.no_progress)
   config.write_operative_config(args.ledger)
   print(json.dumps(summary))
 
@@ -189,9 +190,8 @@ def cmd_complete(args):
     raise UserError("--prompts needs --out OUT.jsonl")
   records = [{"prompt": args.prompt}] if args.prompt is not None else _read_jsonl(args.prompts)
   bindings = list(args.gin)
-  for flag in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "batch_size"):
-    if getattr(args, flag) is not None:
-      bindings.append(f"complete.{flag} = {getattr(args, flag)!r}")
+  bindings += _flag_bindings(args, "complete", ("max_new_tokens", "temperature", "top_k",
+                                                "top_p", "seed", "batch_size"))
   if args.stop:
     bindings.append(f"complete.stop = {tuple(args.stop)!r}")
   if args.chat:
@@ -214,9 +214,10 @@ def cmd_complete(args):
 
 def _scorer(args, mesh):
   """Loads --model (sharded when the mesh has several devices) and a Scorer over it."""
+  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
   from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
   from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
-  mesh = mesh if mesh.size > 1 else None
+  mesh = sharding.multi_device(mesh)
   loaded = resolve.load(args.model, mesh)
   if loaded.tokenizer is None:
     raise UserError(f"--model {args.model} has no tokenizer")
@@ -249,9 +250,8 @@ def cmd_eval(args):
   if args.tasks is not None:
     names = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     bindings.append(f"eval.tasks = {names!r}")
-  for flag in ("data_dir", "limit", "num_fewshot", "reference_model", "token_budget"):
-    if getattr(args, flag) is not None:
-      bindings.append(f"eval.{flag} = {getattr(args, flag)!r}")
+  bindings += _flag_bindings(args, "eval", ("data_dir", "limit", "num_fewshot",
+                                            "reference_model", "token_budget"))
   if args.log_samples:
     bindings.append("eval.log_samples = True")
   from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel

@@ -16,6 +16,7 @@ import time
 
 import gin
 
+from brd_jax import sharding
 from brd_jax.errors import UserError
 from brd_jax.io_utils import atomic_write_text, content_digest, dir_fingerprint
 
@@ -98,7 +99,7 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
   fp_par = corpus_stage.read_manifest(workdir / "corpus")["fingerprint"]
 
   gen = stages.run("generate", content_digest("generate", fp_par, _bindings("generate", "chat")),
-                   lambda: generate.run(gcfg, paragraphs, ledger_dir, _host_mesh(), progress))
+                   lambda: generate.run(gcfg, paragraphs, ledger_dir, sharding.host_mesh(), progress))
   fp_ledger = dir_fingerprint(ledger_dir)
 
   tcfg, scfg = TrainConfig(), StudentConfig()
@@ -143,13 +144,6 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
           "ledger_remaining": gen.get("summary", {}).get("remaining")}
 
 
-def _host_mesh():
-  """Generation shares units between processes, so each reads with its own host's devices."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
-  return sharding.make_mesh(devices=jax.local_devices())
-
-
 def _train(workdir, mesh, tcfg, dcfg, scfg, progress) -> dict:
   from brd_jax.training import loop  # pylint: disable=import-outside-toplevel
   return loop.train(workdir, mesh, tcfg, dcfg, scfg, progress=progress)
@@ -161,7 +155,7 @@ def _eval(spec, cfg, out, mesh, scfg, progress, name) -> dict:
   if spec == "student_init":  # the student as training starts: built the way training builds it
     from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
     from brd_jax.training import student  # pylint: disable=import-outside-toplevel
-    m, mcfg, tok, prov = student.init(scfg, mesh if mesh.size > 1 else None)
+    m, mcfg, tok, prov = student.init(scfg, sharding.multi_device(mesh))
     model = resolve.Loaded(m, mcfg, tok, content_digest(prov, dataclasses.asdict(scfg)), "student_init")
   results = eval_run.run(cfg, model, out, mesh, progress, name=name)
   return {t: {k: v for k, v in r.items() if not k.endswith("_stderr")}

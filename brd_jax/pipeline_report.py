@@ -7,6 +7,7 @@ import pathlib
 
 import numpy as np
 
+from brd_jax.behaviors.ledger import read_manifest as read_ledger_manifest
 from brd_jax.evaluation.harness import RULES, samples_path
 from brd_jax.evaluation.report import NAMES, _grouped_bars
 from brd_jax.io_utils import atomic_write_text
@@ -120,21 +121,19 @@ def write(workdir, models) -> pathlib.Path:
       lines.append(f"| {m} | {np.mean([r[t]['ref_ce'] for t in r]):.3f} | "
                    f"{np.mean([r[t]['ref_kl'] for t in r]):.3f} |")
     lines.append("")
-  curves = {}
-  train_rows = []
+  curves, train_what = {}, {}
   for name in ("brd", "corpus_only"):
     st = _train_stats(workdir, name)
     if st:
       curves[name] = st["records"]
       mfu = f"{100 * st['mfu']:.2f}%" if st["mfu"] is not None else "–"
-      train_rows.append(f"| train_{name} | student {st['tokens_per_s']:.0f} tokens/s, MFU "
-                        f"{mfu}, final loss {st['final_loss']:.3f} |")
+      train_what[f"train_{name}"] = (f"student {st['tokens_per_s']:.0f} tokens/s, MFU {mfu}, "
+                                     f"final loss {st['final_loss']:.3f}")
   if curves:
     _plot_loss(workdir / "report_loss.png", curves)
     lines += ["## Training", "", "![loss](report_loss.png)", ""]
   lines += ["## Goodput per stage", "", "| stage | seconds | what it did |", "|---|---|---|"]
-  ledger_m = workdir / "ledger" / "manifest.json"
-  ledger = json.loads(ledger_m.read_text()) if ledger_m.exists() else {}
+  ledger = read_ledger_manifest(workdir / "ledger") or {}
   order = ["corpus", "generate", "train_brd", "train_corpus_only", "eval_teacher",
            "eval_student_init", "eval_student_brd", "eval_student_corpus_only"]
   for p in sorted((workdir / "stages").glob("*.json"),
@@ -150,7 +149,7 @@ def write(workdir, models) -> pathlib.Path:
       what = (f"{ledger.get('done')} of {ledger.get('units')} units; "
               f"{ledger.get('last_run', {}).get('tokens_per_s')} teacher tokens/s; {keep}")
     elif name.startswith("train_"):
-      what = next((r.split("|")[2].strip() for r in train_rows if r.startswith(f"| {name} ")), "")
+      what = train_what.get(name, "")
     elif name.startswith("eval_"):
       n_req = sum(v.get("n", 0) for v in s.values()) if isinstance(s, dict) else 0
       what = f"{n_req} documents, {n_req / max(rec['seconds'], 1e-9):.1f} documents/s"

@@ -108,6 +108,17 @@ def named_sharding(mesh: Mesh, names: Sequence[str | None], rules=DEFAULT_RULES,
   return NamedSharding(mesh, logical_to_spec(names, rules, mesh, shape))
 
 
+def multi_device(mesh: Mesh | None) -> Mesh | None:
+  """The mesh when it spans several devices, else None (one device needs no shardings)."""
+  return mesh if mesh is not None and mesh.size > 1 else None
+
+
+def host_mesh() -> Mesh:
+  """The gin mesh over this process's own devices: for work shared between processes
+  (generation), where each host runs its own replica."""
+  return make_mesh(devices=jax.local_devices())
+
+
 def batch_multiple(mesh: Mesh | None) -> int:
   """How many devices the batch dimension is split over (batch sizes must be a multiple)."""
   if mesh is None:

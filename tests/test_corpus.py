@@ -14,11 +14,11 @@ import time
 
 import pytest
 
+from cli_run import ROOT, brd
 from brd_jax.corpus import readers, split, stage
 from brd_jax.corpus.config import CorpusConfig
 from brd_jax.errors import UserError
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUBJECTS = ["The harbour", "Our village", "The old mill", "A small library", "The northern road",
             "The museum", "Their orchard", "The river ferry", "The night market", "A quiet chapel"]
 VERBS = ["was rebuilt", "was opened", "was closed", "was painted", "was sold", "was flooded",
@@ -314,12 +314,6 @@ def test_rerun_is_a_no_op_and_a_changed_input_rebuilds(tmp_path):
   s = stage.run(dataclasses.replace(cfg, max_paragraphs=7), tmp_path / "w", progress=False)
   assert s["paragraphs"] == 7 and [r["text"] for r in outputs(tmp_path / "w")] == \
       [" ".join(p.split()) for d in cc100_text(12).split("\n\n") for p in d.splitlines()][:7]
-
-
-def brd(*args, **kw):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "brd_jax.cli", *map(str, args)], capture_output=True,
-                        text=True, env=env, cwd=ROOT, **kw)
 
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):

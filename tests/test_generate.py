@@ -7,17 +7,16 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
 import tiny_teacher
+from cli_run import ROOT, brd_cmd
 from brd_jax.behaviors import generate, ledger
 from brd_jax.behaviors.config import GenerateConfig
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 CITIES = ["Paris", "Rome", "Lima", "Oslo", "Cairo", "Quito", "Hanoi", "Perth"]
 
 
@@ -38,10 +37,6 @@ def write_paragraphs(d: pathlib.Path, n: int, repeat: str | None = None) -> path
     pars.append({"id": f"p{i:03d}", "doc_id": "d", "text": " ".join(s), "sentences": s})
   (d / "shard-00000.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pars))
   return d
-
-
-def brd_cmd(*args):
-  return [sys.executable, "-m", "brd_jax.cli", *map(str, args)]
 
 
 def content(ledger_dir) -> dict:

@@ -10,9 +10,9 @@ import time
 import pytest
 
 import tiny_teacher
+from cli_run import ROOT, brd
 from test_corpus import cc100_text
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def bigbench_task(path: pathlib.Path, n: int = 12) -> pathlib.Path:
@@ -51,12 +51,6 @@ eval.tasks = ('bigbench:{task}',)
 pipeline.compare_to_teacher = False
 """)
   return root, gin
-
-
-def brd(*args):
-  return subprocess.run([sys.executable, "-m", "brd_jax.cli", *map(str, args)], cwd=ROOT,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
-                        text=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
+from cli_run import ROOT, brd
 from brd_jax.errors import UserError
 from brd_jax.planning import estimate, topology
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A small llama whose every dimension splits over 8 devices; the TPU compile takes ~30 s here.
 SMALL = """
@@ -35,11 +34,6 @@ generate.max_new_tokens = 64
 plan.prompt_tokens = 200
 plan.eval_len = 1024
 """
-
-
-def brd(*args, **kw):
-  return subprocess.run([sys.executable, "-m", "brd_jax.cli", *map(str, args)], cwd=ROOT,
-                        capture_output=True, text=True, **kw)
 
 
 def test_topologies_know_chips_hosts_and_hbm():

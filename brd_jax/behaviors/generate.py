@@ -15,6 +15,7 @@ import logging
 import pathlib
 import time
 
+from brd_jax import sharding
 from brd_jax.behaviors import ledger, parse, templates
 from brd_jax.behaviors.config import GenerateConfig
 from brd_jax.errors import UserError
@@ -46,7 +47,7 @@ def teacher_fingerprint(loaded, chat_template: str | None, system: str | None) -
 
 def build_units(paragraphs, cfg: GenerateConfig, teacher: str) -> list[Unit]:
   """Every (sentence, behaviour) unit, once, in first-seen order."""
-  chosen = {**templates.DEFAULTS, **(cfg.templates or {})}
+  chosen = templates.chosen(cfg.templates)
   decode = cfg.decode()
   seen: dict[str, Unit] = {}
   for p in paragraphs:
@@ -87,7 +88,6 @@ def _share(unit: str, n: int) -> int:
 
 
 def processes(cfg: GenerateConfig) -> tuple[int, int]:
-  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
   return sharding.process_share(cfg.num_processes, cfg.process_index, "generate")
 
 
@@ -99,7 +99,7 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
     if b not in templates.BEHAVIORS:
       raise UserError(f"generate.behaviors: unknown behaviour {b!r} (known: "
                       f"{', '.join(templates.BEHAVIORS)})")
-  chosen = {**templates.DEFAULTS, **(cfg.templates or {})}
+  chosen = templates.chosen(cfg.templates)
   for b in cfg.behaviors:  # unknown or mismatched templates fail before the teacher loads
     templates.get(chosen[b], b)
   if cfg.max_attempts < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
@@ -112,7 +112,7 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
     if not cfg.teacher:
       raise UserError("no teacher: give --teacher SPEC (generate.teacher)")
     from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-    loaded = resolve.load(cfg.teacher, mesh if mesh is not None and mesh.size > 1 else None,
+    loaded = resolve.load(cfg.teacher, sharding.multi_device(mesh),
                           teacher_overrides(cfg))
   if loaded.tokenizer is None:
     raise UserError(f"teacher {cfg.teacher} has no tokenizer")
@@ -151,7 +151,7 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   from brd_jax.inference.engine import Engine  # pylint: disable=import-outside-toplevel
   tok = loaded.tokenizer
-  engine = Engine(loaded.model, tok, mesh if mesh is not None and mesh.size > 1 else None,
+  engine = Engine(loaded.model, tok, sharding.multi_device(mesh),
                   max_batch=cfg.batch_size)
   writer = ledger.Writer(ledger_dir, proc)
   window = 64 * cfg.batch_size
@@ -254,7 +254,7 @@ def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Un
         done.add(r["unit"])
     c["tokens"] += r.get("n_tokens", 0)
   totals = collections.Counter(u.behavior for u in units)
-  chosen = {**templates.DEFAULTS, **(cfg.templates or {})}
+  chosen = templates.chosen(cfg.templates)
   manifest = {
       "teacher": teacher, "teacher_spec": cfg.teacher, "tokenizer": tokenizer,
       "templates": {b: chosen[b] for b in cfg.behaviors}, "decode": cfg.decode(),

@@ -100,7 +100,8 @@ class Writer:
 
 
 # ---- reading ----------------------------------------------------------------------------------
-def shards(ledger_dir) -> list[pathlib.Path]:
+def shards(ledger_dir, required: bool = False) -> list[pathlib.Path]:
+  """The committed shards, in order (`required`: an error when there are none)."""
   d = pathlib.Path(ledger_dir)
   if not d.is_dir():
     raise UserError(f"ledger directory not found: {d}")
@@ -111,6 +112,8 @@ def shards(ledger_dir) -> list[pathlib.Path]:
   if skipped:
     log.warning("ledger %s: ignoring %d uncommitted or foreign file(s), e.g. %s", d, len(skipped),
                 skipped[0])
+  if required and not out:
+    raise UserError(f"ledger directory {d} holds no committed shards")
   return out
 
 

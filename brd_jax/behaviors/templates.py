@@ -105,6 +105,11 @@ TEMPLATES = {t.id: t for t in (
 DEFAULTS = {"ner": "ner-chat@1", "qra": "qra-chat@1", "skd": "skd@1"}
 
 
+def chosen(overrides: dict | None) -> dict[str, str]:
+  """behaviour -> template id: the defaults with a config's `generate.templates` over them."""
+  return {**DEFAULTS, **(overrides or {})}
+
+
 def get(template_id: str, behavior: str | None = None) -> Template:
   if template_id not in TEMPLATES:
     raise UserError(f"unknown template {template_id!r}; known: {', '.join(sorted(TEMPLATES))}")

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 
+from brd_jax.benchmarks import report
 from brd_jax.io_utils import atomic_write_text
 
 DEBRIS = ["Home", "Contact us", "Share this:", "Read more", "Posted by admin", "Tags: news, events",
@@ -88,12 +89,12 @@ def run(mb: float = 50, processes: int = 2, peer_mb: float = 2, json_path: str |
     peer_bytes = make_input(tmp / "peer_in", peer_mb, files=processes, seed=1)
     peer = _run_stage(tmp / "peer_in", tmp / "peer_w", processes,
                       gin + ["corpus.splitter='pysbd'"])
-  rows, result = [], {"metric": "input MB/s", "input_mb": n_bytes / 1e6, "processes": processes}
+  rows, extra = [], {"input_mb": n_bytes / 1e6, "processes": processes}
   for name, r, b in (("blingfire (project)", mine, n_bytes), ("pysbd (peer)", peer, peer_bytes)):
     m = r["manifest"]
     mbps = b / 1e6 / r["seconds"]
     sps = m["sentences"] / r["seconds"]
-    result[name.split()[0]] = {
+    extra[name.split()[0]] = {
         "input_mb": b / 1e6, "seconds": r["seconds"], "mb_per_s": mbps,
         "kept_sentences_per_s": sps, "minutes_for_5M_sentences": 5e6 / sps / 60,
         "kept": m["kept"], "sentences": m["sentences"], "dropped": m["dropped"],
@@ -101,11 +102,5 @@ def run(mb: float = 50, processes: int = 2, peer_mb: float = 2, json_path: str |
     rows.append((name, f"{b / 1e6:.1f} MB in {r['seconds']:.1f} s = {mbps:.2f} MB/s; "
                  f"{sps:.0f} kept sentences/s -> 5M sentences in {5e6 / sps / 60:.1f} min; "
                  f"peak RSS {max(r['peak_rss_mb']):.0f} MB"))
-  result.update(project=result["blingfire"]["mb_per_s"], peer=result["pysbd"]["mb_per_s"])
-  result["ratio"] = result["project"] / result["peer"]
-  print()
-  for k, v in rows + [("ratio (project / peer)", f"{result['ratio']:.1f}x")]:
-    print(f"  {k:<22}  {v}")
-  if json_path:
-    atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
-  return result
+  return report("input MB/s", extra["blingfire"]["mb_per_s"], extra["pysbd"]["mb_per_s"], extra,
+                rows, json_path)

@@ -19,6 +19,11 @@ def normalise(text: str) -> tuple[str, bool]:
   return " ".join(text.split()), had_control
 
 
+def ends_sentence(text: str) -> bool:
+  """Ends in terminal punctuation (closing quotes and brackets allowed after it)."""
+  return bool(_TERMINAL.search(text))
+
+
 def alpha_ratio(text: str) -> float:
   chars = [c for c in text if not c.isspace()]
   return sum(c.isalpha() for c in chars) / len(chars) if chars else 0.0
@@ -30,7 +35,7 @@ def text_reason(text: str, cfg) -> str | None:
     return "too_short"
   if len(text) > cfg.max_chars:
     return "too_long"
-  if cfg.require_terminal_punct and not _TERMINAL.search(text):
+  if cfg.require_terminal_punct and not ends_sentence(text):
     return "no_terminal_punctuation"
   low = text.lower()
   if any(b in low for b in cfg.boilerplate):

@@ -14,13 +14,12 @@ import json
 import lzma
 import os
 import pathlib
-import re
 from typing import Iterator
 
+from brd_jax.corpus.filters import ends_sentence
 from brd_jax.errors import UserError
 
 FORMATS = ("auto", "cc100", "text", "wrapped", "jsonl", "parquet", "hf", "tfds")
-_TERMINAL = re.compile(r"[.!?…][\"'”’)\]]*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +200,7 @@ def _blocks(lines, ends_paragraph=None) -> Iterator[list[str]]:
     yield doc
 
 
-def _wrap_width(src: Source, cfg, counts) -> int:
+def _wrap_width(src: Source, cfg) -> int:
   lengths = sorted(len(l) for l, _ in zip(Lines(src.path, cfg.max_line_bytes, 1.0,
                                                 collections.Counter()), range(2000)) if l.strip())
   return lengths[int(0.95 * (len(lengths) - 1))] if lengths else 0
@@ -210,8 +209,8 @@ def _wrap_width(src: Source, cfg, counts) -> int:
 def _wrapped(src: Source, cfg, counts) -> Iterator[list[str]]:
   """Hard-wrapped prose without blank lines between paragraphs (Project Gutenberg style): a line
   that ends a sentence well short of the wrap width ends its paragraph."""
-  short = 0.85 * _wrap_width(src, cfg, counts)
-  ends = lambda line: len(line.rstrip()) < short and bool(_TERMINAL.search(line.rstrip()))
+  short = 0.85 * _wrap_width(src, cfg)
+  ends = lambda line: len(line.rstrip()) < short and ends_sentence(line.rstrip())
   yield from _blocks(Lines(src.path, cfg.max_line_bytes, cfg.max_replaced_fraction, counts), ends)
 
 
@@ -236,7 +235,7 @@ def _jsonl(src: Source, cfg, counts) -> Iterator[tuple[str | None, list[str]]]:
            _split_text(text))
 
 
-def _rows(rows, cfg, counts, where: str) -> Iterator[tuple[str | None, list[str]]]:
+def _rows(rows, cfg, counts) -> Iterator[tuple[str | None, list[str]]]:
   for row in rows:
     text = row.get(cfg.text_field)
     if isinstance(text, bytes):
@@ -261,7 +260,7 @@ def _parquet(src: Source, cfg, counts):
   if missing:
     raise UserError(f"{src.path}: no column {missing[0]!r} (columns: {', '.join(pf.schema_arrow.names)})")
   for batch in pf.iter_batches(batch_size=1024, columns=cols):
-    yield from _rows(batch.to_pylist(), cfg, counts, src.path)
+    yield from _rows(batch.to_pylist(), cfg, counts)
 
 
 def _hf(src: Source, cfg, counts):
@@ -277,7 +276,7 @@ def _hf(src: Source, cfg, counts):
   except Exception as e:  # pylint: disable=broad-except  # offline, missing, wrong layout
     raise UserError(f"hf:{src.path}: cannot be loaded ({type(e).__name__}: {str(e)[:120]})") \
         from None
-  yield from _rows(ds, cfg, counts, src.name)
+  yield from _rows(ds, cfg, counts)
 
 
 def _tfds(src: Source, cfg, counts):
@@ -288,7 +287,7 @@ def _tfds(src: Source, cfg, counts):
                    download=False)
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f"tfds:{src.path}: not prepared ({type(e).__name__})") from None
-  yield from _rows(tfds.as_numpy(ds), cfg, counts, src.name)
+  yield from _rows(tfds.as_numpy(ds), cfg, counts)
 
 
 def documents(src: Source, cfg, counts: collections.Counter) -> Iterator[tuple[str | None, list[str]]]:

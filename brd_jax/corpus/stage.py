@@ -242,7 +242,7 @@ def _chunk_stream(part: pathlib.Path):
 def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -> dict:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   counts, decontam = collections.Counter(), collections.Counter()
-  docs = nbytes = 0
+  docs = nbytes = candidates = 0
   seconds = 0.0
   for j in range(n):
     for meta_path in sorted((parts / f"p{j:04d}").glob("chunk-*.json")):
@@ -250,7 +250,7 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
       counts.update(meta["counts"])
       decontam.update(meta["contaminated"])
       docs, nbytes, seconds = docs + meta["docs"], nbytes + meta["bytes"], seconds + meta["seconds"]
-  candidates = sum(json.loads(p.read_text())["paragraphs"] for p in parts.glob("p*/chunk-*.json"))
+      candidates += meta["paragraphs"]
   dedup = Deduper(cfg)
   for stale in (*workdir.glob(".paragraphs.tmp-*"), *workdir.glob(".paragraphs.old-*")):
     shutil.rmtree(stale, ignore_errors=True)  # a merge killed half way (we hold the merge lock)

@@ -40,8 +40,7 @@ def read_paragraphs(directory) -> list[dict]:
 
 def read_ledger(directory) -> Readings:
   """The ledger's committed, valid records, one per sentence key (see `ledger.select`)."""
-  if not ledger_lib.shards(directory):
-    raise UserError(f"ledger directory {directory} holds no committed shards")
+  ledger_lib.shards(directory, required=True)
   manifest = ledger_lib.read_manifest(directory) or {}
   return Readings(ledger_lib.select(ledger_lib.read(directory), manifest),
                   int(manifest.get("context_sentences", 0)))
@@ -91,8 +90,9 @@ def skd_examples(paragraphs: list[dict], readings: Readings) -> list[dict]:
   for p in paragraphs:
     text = p.get("text") or " ".join(p["sentences"])
     rec = readings.records.get(ledger_lib.sentence_key("skd", text, ""))
-    if rec and parse.render(rec):
-      out.append({"id": example_id(p["id"], "skd"), "text": f"{text}\n{parse.render(rec)}"})
+    reading = parse.render(rec) if rec else ""
+    if reading:
+      out.append({"id": example_id(p["id"], "skd"), "text": f"{text}\n{reading}"})
   return out
 
 

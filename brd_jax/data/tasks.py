@@ -120,8 +120,8 @@ def check(cfg: DataConfig) -> None:
   if not cfg.paragraphs_dir:
     raise UserError("data.paragraphs_dir is not set (bind it in gin: data.paragraphs_dir = '...')")
   paragraph_shards(cfg.paragraphs_dir)
-  if cfg.ledger_dir and not ledger.shards(cfg.ledger_dir):
-    raise UserError(f"ledger directory {cfg.ledger_dir} holds no committed shards")
+  if cfg.ledger_dir:
+    ledger.shards(cfg.ledger_dir, required=True)
 
 
 def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:

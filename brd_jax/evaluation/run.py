@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pathlib
 
+from brd_jax import sharding
 from brd_jax.errors import UserError
 from brd_jax.evaluation import tasks as tasks_lib
 from brd_jax.evaluation.config import EvalConfig
@@ -31,7 +32,7 @@ def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
   from brd_jax.evaluation import harness, report  # pylint: disable=import-outside-toplevel
   from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
   check(cfg)
-  mesh = mesh if mesh is not None and mesh.size > 1 else None
+  mesh = sharding.multi_device(mesh)
   loaded = resolve.load(model, mesh) if isinstance(model, str) else model
   if loaded.tokenizer is None:
     raise UserError(f"--model {name or model}: no tokenizer")

@@ -190,14 +190,18 @@ def dataset_rows(task: str, source: str, split: str | None = None) -> list[dict]
   return [{k: _decode(v) for k, v in ex.items()} for ex in tfds.as_numpy(ds)]
 
 
-def _bigbench_path(spec: str) -> pathlib.Path:
+def _bigbench_json(spec: str) -> dict:
+  """A BIG-bench task.json: a task name of the bigbench-tasks asset or a path to the file."""
   path = pathlib.Path(spec)
   if not (path.suffix == ".json" and path.exists()):
     from brd_jax import assets  # pylint: disable=import-outside-toplevel
     path = assets.fetch("bigbench-tasks") / spec / "task.json"
     if not path.exists():
       raise UserError(f"BIG-bench task {spec!r} not found in the bigbench-tasks asset")
-  return path
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserError(f"{path}: invalid JSON ({e})") from None
 
 
 def load_bigbench(spec: str) -> list[Doc]:
@@ -208,11 +212,7 @@ def load_bigbench(spec: str) -> list[Doc]:
   choices, each after "\n  choice: ", in BIG-bench's seed-42 order] + "\nA: ".
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
-  path = _bigbench_path(spec)
-  try:
-    data = json.loads(path.read_text(encoding="utf-8"))
-  except (ValueError, UnicodeDecodeError) as e:
-    raise UserError(f"{path}: invalid JSON ({e})") from None
+  data = _bigbench_json(spec)
   prefix = str(data.get("task_prefix", ""))
   q, a = data.get("example_input_prefix", "\nQ: "), data.get("example_output_prefix", "\nA: ")
   cp = data.get("choice_prefix", "\n  choice: ")
@@ -231,7 +231,8 @@ def load_bigbench(spec: str) -> list[Doc]:
     docs.append(Doc(prefix + q + text + a, choices,
                     next(i for i, c in enumerate(choices) if scores[c] == best)))
   if not docs:
-    raise UserError(f"{path}: no examples with target_scores (only multiple-choice tasks)")
+    raise UserError(f"BIG-bench task {spec}: no examples with target_scores (only multiple-choice "
+                    "tasks)")
   return docs
 
 
@@ -275,11 +276,7 @@ def inputs(task: str, data_dir=None, split: str | None = None) -> list[list[str]
 
   `split` chooses a split of an hf / tfds source; local files hold one split each."""
   if task.startswith("bigbench:"):
-    path = _bigbench_path(task[len("bigbench:"):])
-    try:
-      data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-      raise UserError(f"{path}: invalid JSON ({e})") from None
+    data = _bigbench_json(task[len("bigbench:"):])
     return [[ex["input"]] for ex in data.get("examples", []) if isinstance(ex.get("input"), str)]
   if task not in ROWS:
     raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}, bigbench:NAME")

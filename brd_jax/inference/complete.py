@@ -6,6 +6,7 @@ import time
 
 import gin
 
+from brd_jax import sharding
 from brd_jax.errors import UserError
 
 
@@ -37,7 +38,7 @@ def run(cfg: CompleteConfig, model: str, prompts: list[str], mesh=None,
   from brd_jax.checkpoints import resolve
   from brd_jax.inference import chat
   from brd_jax.inference.engine import Engine, Sampling
-  mesh = mesh if mesh is not None and mesh.size > 1 else None
+  mesh = sharding.multi_device(mesh)
   loaded = resolve.load(model, mesh)
   tok = loaded.tokenizer
   if tok is None:

@@ -36,7 +36,8 @@ class Compiled:
   error: str = ""
 
 
-def _compile(what: str, lower) -> Compiled:
+def _compile(what: str, lower):
+  """(Compiled figures, the executable or None when the compiler refused for memory)."""
   t0 = time.perf_counter()
   try:
     compiled = lower().compile()
@@ -48,10 +49,10 @@ def _compile(what: str, lower) -> Compiled:
     return Compiled(what, time.perf_counter() - t0,
                     needs_bytes=float(m.group(1)) * _UNITS[m.group(2)],
                     limit_bytes=float(m.group(3)) * _UNITS[m.group(4)],
-                    error=msg.strip().splitlines()[0][:300])
+                    error=msg.strip().splitlines()[0][:300]), None
   ma = compiled.memory_analysis()
   return Compiled(what, time.perf_counter() - t0, float(ma.peak_memory_in_bytes),
-                  float(ma.argument_size_in_bytes), float(ma.temp_size_in_bytes))
+                  float(ma.argument_size_in_bytes), float(ma.temp_size_in_bytes)), compiled
 
 
 def train_step(cfg, tcfg, seq_len: int, mesh, kd_topk: int = 0) -> Compiled:
@@ -64,7 +65,7 @@ def train_step(cfg, tcfg, seq_len: int, mesh, kd_topk: int = 0) -> Compiled:
   def lower():
     with sharding.use_mesh(mesh):
       return fn.jitted.lower(state, batch)
-  return _compile("train step", lower)
+  return _compile("train step", lower)[0]
 
 
 def _model_state(cfg, mesh):
@@ -97,11 +98,10 @@ def generate_steps(cfg, batch: int, prompt_len: int, max_new: int, mesh,
     with sharding.use_mesh(mesh):
       return engine._prefill.lower(graphdef, state, None, tokens, tokens, keys,  # pylint: disable=protected-access
                                    max_new=new, **static)
-  out = [_compile("generate prefill", lower_prefill)]
-  if out[0].error:
-    return out
-  with sharding.use_mesh(mesh):
-    compiled = lower_prefill().compile()
+  prefill, compiled = _compile("generate prefill", lower_prefill)
+  if compiled is None:
+    return [prefill]
+  # decode takes the cache and buffers in the shardings prefill hands them over in
   shapes = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         compiled.out_info, compiled.output_shardings)
   cache, buf, done = shapes
@@ -111,8 +111,7 @@ def generate_steps(cfg, batch: int, prompt_len: int, max_new: int, mesh,
     with sharding.use_mesh(mesh):
       return engine._decode.lower(graphdef, state, None, cache, buf, done, keys, scalar,  # pylint: disable=protected-access
                                   scalar, **static)
-  out.append(_compile("generate decode", lower_decode))
-  return out
+  return [prefill, _compile("generate decode", lower_decode)[0]]
 
 
 def score_step(cfg, rows: int, T: int, mesh, slots: int = 4) -> Compiled:
@@ -126,4 +125,4 @@ def score_step(cfg, rows: int, T: int, mesh, slots: int = 4) -> Compiled:
   def lower():
     with sharding.use_mesh(mesh):
       return scoring._score.lower(graphdef, state, bt, bt, bt, bt, bc, bc, valid)  # pylint: disable=protected-access
-  return _compile("eval score", lower)
+  return _compile("eval score", lower)[0]
