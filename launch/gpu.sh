@@ -16,7 +16,9 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "usage: gpu.sh [--dry-run] [--hosts h1,h2] -- brd ARGS..." >&2; exit 2; }
 setup="source launch/_venv.sh && pip install -q -e '.[gpu]' -c launch/constraints.txt"
-cmd=$(printf '%q ' "$@")
+# the memory JAX may take, the same figure `brd plan` checks a plan against (JAX's default is 0.75)
+frac=${XLA_CLIENT_MEM_FRACTION:-${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}}
+cmd="XLA_CLIENT_MEM_FRACTION=$frac XLA_PYTHON_CLIENT_MEM_FRACTION=$frac $(printf '%q ' "$@")"
 if [ -z "$hosts" ]; then
   c="$setup && $cmd"
   if [ $dry = 1 ]; then echo "$c"; else eval "$c"; fi

@@ -50,6 +50,25 @@ def test_topologies_know_chips_hosts_and_hbm():
       topology.get(bad)
 
 
+def test_gpu_plans_check_against_the_memory_jax_may_take(monkeypatch):
+  """JAX takes a fraction of GPU memory; the plan uses the one launch/gpu.sh exports."""
+  for var in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION"):
+    monkeypatch.delenv(var, raising=False)
+  whole = 84_929_347_584  # device_memory_size in h100_sxm.txtpb
+  assert str(whole) in (ROOT / "brd_jax/planning/h100_sxm.txtpb").read_text()
+  assert topology.get("h100x8").hbm_bytes == int(whole * 0.9)
+  r = subprocess.run([f"{ROOT}/launch/gpu.sh", "--dry-run", "--", "brd", "plan"],
+                     capture_output=True, text=True, check=True, env={
+                         k: v for k, v in os.environ.items() if "MEM_FRACTION" not in k})
+  assert "XLA_CLIENT_MEM_FRACTION=0.9 " in r.stdout
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
+  assert topology.get("h100x8").hbm_bytes == whole // 2
+  assert topology.get("v5e-8").hbm_bytes == int(15.75 * 2 ** 30)  # TPUs: the whole HBM
+  monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "2")
+  with pytest.raises(UserError, match="XLA_CLIENT_MEM_FRACTION"):
+    topology.get("h100x8")
+
+
 def test_state_bytes_are_the_parameter_count_split_over_fsdp():
   """The exact part of the plan, against ModelConfig.num_params (independent code)."""
   from brd_jax.models.config import named_config

@@ -234,7 +234,9 @@ def _size(n: float) -> str:
 def render(topo, plans: list[StagePlan]) -> str:
   """The plan as text: one block per stage, memory by part, then FLOPs and time."""
   out = [f"plan for {topo.name}: {topo.chips} devices on {topo.hosts} host(s), "
-         f"{topo.hbm_gib:.2f} GiB HBM and {topo.peak_flops / 1e12:.0f} TFLOP/s bf16 each"]
+         f"{topo.hbm_gib:.2f} GiB HBM"
+         + (f" usable ({topo.hbm_note})" if topo.hbm_note else "")
+         + f" and {topo.peak_flops / 1e12:.0f} TFLOP/s bf16 each"]
   for sp in plans:
     mesh = "x".join(f"{k}={v}" for k, v in sp.mesh.items() if v > 1) or "1 device"
     out.append(f"\n[{sp.stage}] {sp.model} on mesh {mesh}")
@@ -267,7 +269,7 @@ def check_fits(topo, plans: list[StagePlan]) -> None:
 
 
 def summary(topo, plans: list[StagePlan]) -> dict:
-  return {"topology": topo.name, "stages": [{
+  return {"topology": topo.name, "hbm_bytes": topo.hbm_bytes, "stages": [{
       "stage": sp.stage, "model": sp.model, "mesh": sp.mesh,
       "memory_bytes": {k: int(v) for k, v in sp.memory.parts.items()},
       "analytic_bytes": int(sp.memory.total),

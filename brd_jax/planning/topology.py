@@ -26,6 +26,7 @@ class Topology:
   hbm_bandwidth: float    # bytes/s per device
   aot_name: str = ""      # get_topology_desc topology_name (TPU) or topology (GPU)
   chip_config: str = "default"
+  hbm_note: str = ""      # how hbm_bytes was derived, when it is not the whole memory
 
   @property
   def hosts(self) -> int:
@@ -46,7 +47,25 @@ _TPU = {  # prefix: (jax generation, cores per chip in the name, HBM, peak, band
     "v4": ("v4", 2, int(30.75 * GiB), 275e12, 1228e9, "megacore", _3D),
     "v5p": ("v5", 2, int(95.74 * GiB), 459e12, 2765e9, "megacore", _3D),
 }
-_GPU = {"h100": (80 * 10 ** 9, 989e12, 3.35e12)}
+# H100 SXM: device_memory_size of h100_sxm.txtpb (what cudaMemGetInfo reports, 79.1 GiB).
+_GPU = {"h100": (84_929_347_584, 989e12, 3.35e12)}
+# JAX on GPU may use this fraction of device memory; launch/gpu.sh exports it so plans and runs agree
+# (JAX's own default is 0.75).
+GPU_MEM_FRACTION = 0.9
+
+
+def gpu_mem_fraction() -> float:
+  """The fraction of GPU memory a JAX process may use: the environment's, else launch/gpu.sh's."""
+  for var in ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION"):
+    if os.environ.get(var):
+      try:
+        frac = float(os.environ[var])
+      except ValueError:
+        raise UserError(f"{var}={os.environ[var]!r}: not a number") from None
+      if not 0 < frac <= 1:
+        raise UserError(f"{var}={frac:g}: must be in (0, 1]")
+      return frac
+  return GPU_MEM_FRACTION
 
 
 def get(name: str) -> Topology:
@@ -71,7 +90,10 @@ def get(name: str) -> Topology:
         break
       if n < 1:
         break
-      return Topology(name, "cuda", n, min(n, 8), hbm, peak, bw, f"1x{max(n // 8, 1)}x{min(n, 8)}")
+      frac = gpu_mem_fraction()
+      return Topology(name, "cuda", n, min(n, 8), int(hbm * frac), peak, bw,
+                      f"1x{max(n // 8, 1)}x{min(n, 8)}",
+                      hbm_note=f"XLA_CLIENT_MEM_FRACTION={frac:g} of {hbm / GiB:.2f} GiB")
   raise UserError(f"--topology {name}: unknown (known: v5e-N, v4-N, v5p-N, h100xN)")
 
 
