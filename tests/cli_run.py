@@ -13,4 +13,5 @@ def brd_cmd(*args) -> list[str]:
 
 def brd(*args, **kw) -> subprocess.CompletedProcess:
   kw.setdefault("env", {**os.environ, "JAX_PLATFORMS": "cpu"})
-  return subprocess.run(brd_cmd(*args), cwd=ROOT, capture_output=True, text=True, **kw)
+  kw.setdefault("cwd", ROOT)
+  return subprocess.run(brd_cmd(*args), capture_output=True, text=True, **kw)

@@ -12,14 +12,13 @@ import collections
 import dataclasses
 import json
 import logging
-import pathlib
 import time
 
 from brd_jax import sharding
 from brd_jax.behaviors import ledger, parse, templates
 from brd_jax.behaviors.config import GenerateConfig
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_text, content_digest
+from brd_jax.io_utils import as_path, atomic_write_text, content_digest
 from brd_jax.preemption import SigtermFlag
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def build_units(paragraphs, cfg: GenerateConfig, teacher: str) -> list[Unit]:
 def ledger_state(ledger_dir) -> dict[str, tuple[int, bool]]:
   """unit -> (attempts committed, any valid)."""
   state: dict[str, tuple[int, bool]] = {}
-  if not pathlib.Path(ledger_dir).is_dir():
+  if not as_path(ledger_dir).is_dir():
     return state
   for r in ledger.read(ledger_dir):
     n, ok = state.get(r["unit"], (0, False))
@@ -268,5 +267,5 @@ def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Un
   }
   if cfg.topk:  # 4-byte id + 2-byte logprob per entry, base64 (4/3), plus the 4-byte token id
     manifest["topk_bytes_per_token"] = round((cfg.topk * 6 + 4) * 4 / 3, 1)
-  atomic_write_text(pathlib.Path(ledger_dir) / "manifest.json", json.dumps(manifest, indent=1))
+  atomic_write_text(as_path(ledger_dir) / "manifest.json", json.dumps(manifest, indent=1))
   return manifest

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_text
+from brd_jax.io_utils import as_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 _SHARD = re.compile(r"^shard-p(\d{4})-(\d{6})\.jsonl$")
@@ -79,10 +79,11 @@ class Writer:
   """Buffers one process's records and commits them as whole shards."""
 
   def __init__(self, ledger_dir, process_index: int):
-    self.dir, self.proc = pathlib.Path(ledger_dir), process_index
+    self.dir, self.proc = as_path(ledger_dir), process_index
     self.dir.mkdir(parents=True, exist_ok=True)
-    seqs = [int(m.group(2)) for p in self.dir.iterdir()
-            if (m := _SHARD.match(p.name)) and int(m.group(1)) == process_index]
+    names = [p.name for p in self.dir.iterdir()] if self.dir.exists() else []  # (empty gs:// prefix)
+    seqs = [int(m.group(2)) for name in names
+            if (m := _SHARD.match(name)) and int(m.group(1)) == process_index]
     self.seq = max(seqs, default=-1) + 1
     self.buffer: list[dict] = []
 
@@ -102,11 +103,11 @@ class Writer:
 # ---- reading ----------------------------------------------------------------------------------
 def shards(ledger_dir, required: bool = False) -> list[pathlib.Path]:
   """The committed shards, in order (`required`: an error when there are none)."""
-  d = pathlib.Path(ledger_dir)
+  d = as_path(ledger_dir)
   if not d.is_dir():
     raise UserError(f"ledger directory not found: {d}")
   out, other = [], []
-  for p in sorted(d.iterdir()):
+  for p in sorted(d.iterdir(), key=lambda p: p.name):
     (out if _SHARD.match(p.name) else other).append(p)
   skipped = [p.name for p in other if p.suffix == ".jsonl" or p.name.endswith(".tmp")]
   if skipped:
@@ -121,7 +122,7 @@ def read(ledger_dir) -> Iterator[dict]:
   """Every committed record, in shard order; torn or foreign lines are skipped with a warning."""
   for path in shards(ledger_dir):
     bad = 0
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
       for raw in f:
         if not raw.strip():
           continue
@@ -159,6 +160,6 @@ def select(records, prefer: dict | None = None) -> dict[str, dict]:
 
 def read_manifest(ledger_dir) -> dict | None:
   try:
-    return json.loads((pathlib.Path(ledger_dir) / "manifest.json").read_text())
+    return json.loads((as_path(ledger_dir) / "manifest.json").read_text())
   except (OSError, ValueError):
     return None

@@ -12,6 +12,7 @@ import pathlib
 import jax
 
 from brd_jax.errors import UserError
+from brd_jax.io_utils import as_path, is_url, local_copy
 
 
 def _ocp():
@@ -19,9 +20,14 @@ def _ocp():
   return ocp
 
 
-def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
-  """Accepts WORKDIR or WORKDIR/checkpoints."""
-  p = pathlib.Path(workdir)
+def checkpoint_dir(workdir: str | pathlib.Path):
+  """Accepts WORKDIR or WORKDIR/checkpoints: a pathlib.Path, or for gs:// an etils epath.Path
+  (Orbax's own path type, which reaches object stores through its own client)."""
+  if is_url(workdir):
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    p = epath.Path(str(workdir))
+  else:
+    p = pathlib.Path(workdir).absolute()
   return p if p.name == "checkpoints" and not (p / "checkpoints").is_dir() else p / "checkpoints"
 
 
@@ -29,9 +35,9 @@ class Checkpoints:
   """A CheckpointManager with the project's items; async saves, keep-last-K."""
 
   def __init__(self, workdir, every: int = 1000, keep: int = 3, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, ocdbt: bool = True):
     ocp = _ocp()
-    self.dir = checkpoint_dir(workdir).absolute()
+    self.dir = checkpoint_dir(workdir)
     if read_only:
       options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0,
                                              max_to_keep=None, create=False)
@@ -39,8 +45,10 @@ class Checkpoints:
       options = ocp.CheckpointManagerOptions(
           save_interval_steps=every, max_to_keep=keep, create=True,
           enable_async_checkpointing=async_save)
-    self.mngr = ocp.CheckpointManager(self.dir, options=options,
-                                      item_names=("params", "opt", "data", "meta"))
+    handlers = {"params": ocp.StandardCheckpointHandler(use_ocdbt=ocdbt),
+                "opt": ocp.StandardCheckpointHandler(use_ocdbt=ocdbt),
+                "data": ocp.JsonCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    self.mngr = ocp.CheckpointManager(self.dir, options=options, item_handlers=handlers)
 
   def latest_step(self) -> int | None:
     return self.mngr.latest_step()
@@ -106,6 +114,6 @@ def load_model(workdir, mesh=None, overrides: dict | None = None, step: int | No
   template = build.abstract(cfg)
   params_abs, bind = build.functional(template)
   params = ck.restore_params(step, abstract(params_abs, build.pure_shardings(cfg, mesh)))
-  tok_dir = ck.dir.parent / "tokenizer"
-  tok = tkz.from_dir(tok_dir) if tok_dir.is_dir() else None
+  tok_dir = as_path(str(ck.dir.parent / "tokenizer"))
+  tok = tkz.from_dir(local_copy(tok_dir)) if tok_dir.is_dir() else None
   return bind(params), cfg, tok, step

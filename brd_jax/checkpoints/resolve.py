@@ -7,6 +7,7 @@ import json
 import pathlib
 
 from brd_jax.errors import UserError
+from brd_jax.io_utils import as_path, is_url, local_copy
 from brd_jax.models.config import ModelConfig
 
 
@@ -24,6 +25,8 @@ def local_path(spec: str) -> pathlib.Path:
   if spec.startswith("asset:"):
     from brd_jax import assets  # pylint: disable=import-outside-toplevel
     return assets.fetch(spec[len("asset:"):])
+  if is_url(spec):  # a training workdir on object storage (Orbax reads it there)
+    return as_path(spec)
   return pathlib.Path(spec).expanduser()
 
 
@@ -60,6 +63,9 @@ def load(spec: str, mesh=None, overrides: dict | None = None) -> Loaded:
                     "which this machine lacks; pass a local HF directory, a .gguf file or "
                     "asset:NAME)")
   k = kind(p)
+  if is_url(p) and k != "orbax":
+    raise UserError(f"--model {spec}: on object storage only `brd train` workdirs load; copy HF "
+                    "directories and .gguf files to a local disk")
   if k == "gguf":
     from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
     model, cfg, tok = gguf.import_file(p, mesh, overrides)
@@ -103,7 +109,7 @@ def load_config(spec: str, overrides: dict | None = None) -> ModelConfig | None:
 
 def _orbax_fingerprint(p: pathlib.Path, cfg: ModelConfig, step: int) -> str:
   h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-  h.update(f"{p.resolve()}@{step}".encode())
+  h.update(f"{p if is_url(p) else p.resolve()}@{step}".encode())
   return h.hexdigest()[:16]
 
 
@@ -119,9 +125,9 @@ def load_tokenizer(spec: str):
     return gguf.GGUFFile(p).tokenizer()
   if k == "orbax":
     from brd_jax.checkpoints import orbax  # pylint: disable=import-outside-toplevel
-    p = orbax.checkpoint_dir(p).parent / "tokenizer"
+    p = as_path(str(orbax.checkpoint_dir(p).parent / "tokenizer"))
   if p.is_dir() and _has_tokenizer(p):
-    return tokenizer.from_dir(p)
+    return tokenizer.from_dir(local_copy(p))
   raise UserError(f"tokenizer {spec}: not 'bytes', a .gguf file or a directory with a tokenizer")
 
 

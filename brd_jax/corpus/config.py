@@ -55,10 +55,11 @@ class CorpusConfig:
   num_processes: int = 0           # 0: the JAX process count (1 without multi-host)
   process_index: int = -1          # -1: the JAX process index
   keep_parts: bool = False         # keep parts/ (per-process work) after the merge
+  merge_wait_s: float = 3600.0     # object-store workdir: how long process 0 waits for the others
 
   def fingerprint_fields(self) -> dict:
     """The settings that change the output (not how the work is shared)."""
     d = dataclasses.asdict(self)
-    for k in ("num_processes", "process_index", "keep_parts", "chunk_docs"):
+    for k in ("num_processes", "process_index", "keep_parts", "chunk_docs", "merge_wait_s"):
       d.pop(k)
     return d

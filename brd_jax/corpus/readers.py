@@ -81,7 +81,7 @@ def expand(inputs, fmt: str = "auto", exclude=()) -> list[Source]:
   """Files, directories (recursively, hidden files skipped) and globs, in sorted order; `hf:` and
   `tfds:` dataset specs; `asset:NAME` text assets. Every file is checked here, before any work starts. Files under
   `exclude` (the stage's own outputs) are never inputs."""
-  skip = [pathlib.Path(e).resolve() for e in exclude]
+  skip = [pathlib.Path(e).resolve() for e in exclude if "://" not in str(e)]
   if fmt not in FORMATS:
     raise UserError(f"corpus.format={fmt!r}: choose one of {', '.join(FORMATS)}")
   if not inputs:

@@ -6,7 +6,9 @@ Two phases, so that the output does not depend on how many processes did the wor
    signs each paragraph, and commits the result in chunks of `chunk_docs` documents under
    WORKDIR/parts/ (a killed process re-reads its share but redoes only uncommitted chunks);
 2. the process that finds every share done merges all chunks in input order, drops exact and
-   near duplicates (first seen wins) and writes paragraphs/ whole, by a directory rename.
+   near duplicates (first seen wins) and writes paragraphs/ whole, by a directory rename. On an
+   object store (gs://), which has neither locks nor renames, process 0 waits for the other
+   shares and merges; its manifest.json, written last, is what makes the corpus count.
 A re-run whose inputs (paths, sizes, mtimes), settings and evaluation texts match the manifest
 does nothing.
 """
@@ -20,7 +22,6 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 import time
 
 import numpy as np
@@ -30,7 +31,8 @@ from brd_jax.corpus import split as split_lib
 from brd_jax.corpus.config import CorpusConfig
 from brd_jax.corpus.dedup import Deduper, Signer
 from brd_jax.errors import UserError
-from brd_jax.io_utils import atomic_write_bytes, atomic_write_text, content_digest, file_lock
+from brd_jax.io_utils import (as_path, atomic_write_bytes, atomic_write_text, content_digest,
+                              file_lock, is_url, rmtree)
 
 VERSION = 1  # bump when the processing changes what is kept
 log = logging.getLogger(__name__)
@@ -48,8 +50,9 @@ def processes(cfg: CorpusConfig) -> tuple[int, int]:
 
 def paragraph_shards(paragraphs_dir) -> list[pathlib.Path]:
   """The shards of a `paragraphs/` directory, in order; an error when there are none."""
-  d = pathlib.Path(paragraphs_dir)
-  files = sorted(p for p in d.glob("*.jsonl") if not p.name.startswith(".")) if d.is_dir() else []
+  d = as_path(paragraphs_dir)
+  files = sorted((p for p in d.glob("*.jsonl") if not p.name.startswith(".")),
+                 key=lambda p: p.name) if d.is_dir() else []
   if not files:
     raise UserError(f"paragraphs directory {d} holds no *.jsonl shards")
   return files
@@ -58,7 +61,7 @@ def paragraph_shards(paragraphs_dir) -> list[pathlib.Path]:
 def read_paragraphs(paragraphs_dir):
   """The paragraphs of a `paragraphs/` directory, in shard order (the one reader of the format)."""
   for path in paragraph_shards(paragraphs_dir):
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
       for lineno, raw in enumerate(f, 1):
         if not raw.strip():
           continue
@@ -76,7 +79,7 @@ def read_paragraphs(paragraphs_dir):
 
 
 def read_manifest(workdir) -> dict | None:
-  p = pathlib.Path(workdir) / "paragraphs" / "manifest.json"
+  p = as_path(workdir) / "paragraphs" / "manifest.json"
   try:
     return json.loads(p.read_text())
   except (OSError, ValueError):
@@ -86,7 +89,7 @@ def read_manifest(workdir) -> dict | None:
 def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = None,
         progress: bool = True) -> dict:
   """Builds (or finishes, or confirms) WORKDIR/paragraphs/; returns a summary."""
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   eval_texts = eval_texts or {}
   split_lib.make(cfg.splitter)  # fails fast on a bad name
   sources = readers.expand(cfg.inputs, cfg.format,
@@ -104,19 +107,38 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
   parts = workdir / "parts" / f"{fingerprint[:16]}-{n}p-{cfg.chunk_docs}d"
   _phase1(cfg, sources, parts / f"p{i:04d}", n, i, eval_texts, progress)
   atomic_write_text(parts / f"p{i:04d}" / "DONE", "")
-  waiting = [j for j in range(n) if not (parts / f"p{j:04d}" / "DONE").exists()]
-  if waiting:
-    return {"status": "share done", "process": i, "waiting_for": waiting}
-  with file_lock(workdir / ".merge.lock"):
-    done = read_manifest(workdir)
-    if done and done.get("fingerprint") == fingerprint:  # another process merged meanwhile
-      return {"status": "up to date", "paragraphs": done["kept"],
-              "dir": str(workdir / "paragraphs")}
+  if is_url(workdir):  # no lock on an object store: process 0 merges, once every share is done
+    waiting = _wait_for_shares(parts, n, cfg.merge_wait_s if i == 0 else 0)
+    if i != 0 or waiting:
+      return {"status": "share done", "process": i, "waiting_for": waiting or [0]}
     manifest = _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress)
+  else:
+    waiting = _wait_for_shares(parts, n, 0)
+    if waiting:
+      return {"status": "share done", "process": i, "waiting_for": waiting}
+    with file_lock(workdir / ".merge.lock"):
+      done = read_manifest(workdir)
+      if done and done.get("fingerprint") == fingerprint:  # another process merged meanwhile
+        return {"status": "up to date", "paragraphs": done["kept"],
+                "dir": str(workdir / "paragraphs")}
+      manifest = _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress)
   if not cfg.keep_parts:
-    shutil.rmtree(workdir / "parts", ignore_errors=True)
+    rmtree(workdir / "parts")
   return {"status": "written", "paragraphs": manifest["kept"], "dir": str(workdir / "paragraphs"),
           "dropped": manifest["dropped"]}
+
+
+def _wait_for_shares(parts, n: int, wait_s: float) -> list[int]:
+  """The shares still not done after waiting up to `wait_s` seconds."""
+  deadline, said = time.time() + wait_s, 0.0
+  while True:
+    waiting = [j for j in range(n) if not (parts / f"p{j:04d}" / "DONE").exists()]
+    if not waiting or time.time() >= deadline:
+      return waiting
+    if time.time() - said > 60:
+      log.info("corpus: waiting for the shares of processes %s to merge", waiting)
+      said = time.time()
+    time.sleep(min(5.0, max(deadline - time.time(), 0)))
 
 
 def _share(sources, n: int, i: int):
@@ -134,7 +156,7 @@ def _stream(cfg, sources, n, i, counts):
         yield (f, d), doc_id or f"{f}:{pathlib.Path(src.name).name}:{d}", paras
 
 
-def _committed(part: pathlib.Path) -> int:
+def _committed(part) -> int:
   """Number of leading chunks of this share that are committed (their .json marker exists)."""
   c = 0
   while (part / f"chunk-{c:06d}.json").exists():
@@ -181,7 +203,7 @@ class _Processor:
     return out
 
 
-def _phase1(cfg, sources, part: pathlib.Path, n, i, eval_texts, progress):
+def _phase1(cfg, sources, part, n, i, eval_texts, progress):
   if (part / "DONE").exists():
     return
   part.mkdir(parents=True, exist_ok=True)
@@ -228,11 +250,12 @@ def _commit_chunk(part, c, recs, counts, decontam, docs, nbytes, seconds):
        "counts": dict(counts), "contaminated": dict(decontam)}))
 
 
-def _chunk_stream(part: pathlib.Path):
+def _chunk_stream(part):
+  import io  # pylint: disable=import-outside-toplevel
   c = 0
   while (part / f"chunk-{c:06d}.json").exists():
-    sigs = np.load(part / f"chunk-{c:06d}.npy", allow_pickle=False)
-    with open(part / f"chunk-{c:06d}.jsonl", encoding="utf-8") as f:
+    sigs = np.load(io.BytesIO((part / f"chunk-{c:06d}.npy").read_bytes()), allow_pickle=False)
+    with (part / f"chunk-{c:06d}.jsonl").open(encoding="utf-8") as f:
       for k, line in enumerate(f):
         rec = json.loads(line)
         yield rec["pos"], rec, sigs[k]
@@ -245,17 +268,23 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
   docs = nbytes = candidates = 0
   seconds = 0.0
   for j in range(n):
-    for meta_path in sorted((parts / f"p{j:04d}").glob("chunk-*.json")):
+    for meta_path in sorted((parts / f"p{j:04d}").glob("chunk-*.json"), key=lambda p: p.name):
       meta = json.loads(meta_path.read_text())
       counts.update(meta["counts"])
       decontam.update(meta["contaminated"])
       docs, nbytes, seconds = docs + meta["docs"], nbytes + meta["bytes"], seconds + meta["seconds"]
       candidates += meta["paragraphs"]
   dedup = Deduper(cfg)
-  for stale in (*workdir.glob(".paragraphs.tmp-*"), *workdir.glob(".paragraphs.old-*")):
-    shutil.rmtree(stale, ignore_errors=True)  # a merge killed half way (we hold the merge lock)
-  out_tmp = workdir / f".paragraphs.tmp-{os.getpid()}"
-  out_tmp.mkdir(parents=True)
+  final = workdir / "paragraphs"
+  if is_url(workdir):  # written in place; without its manifest (deleted first) it does not count
+    (final / "manifest.json").unlink(missing_ok=True)
+    rmtree(final)
+    out_tmp = final
+  else:
+    for stale in (*workdir.glob(".paragraphs.tmp-*"), *workdir.glob(".paragraphs.old-*")):
+      rmtree(stale)  # a merge killed half way (we hold the merge lock)
+    out_tmp = workdir / f".paragraphs.tmp-{os.getpid()}"
+  out_tmp.mkdir(parents=True, exist_ok=True)
   shard, lines, kept, sentences = 0, [], 0, 0
   t0 = time.time()
   merged = heapq.merge(*(_chunk_stream(parts / f"p{j:04d}") for j in range(n)),
@@ -284,7 +313,7 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
                 "raise it so that false duplicate drops stay at bloom_error_rate",
                 dedup.inserted, cfg.dedup_capacity)
   if not kept:
-    shutil.rmtree(out_tmp)
+    rmtree(out_tmp)
     raise UserError(f"no paragraph passed the filters (dropped: {dict(counts.most_common(5))}); "
                     "nothing written")
   dropped = {k: v for k, v in sorted(counts.items()) if k not in
@@ -309,12 +338,13 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
           len(ngrams.words(x)) < cfg.decontam_ngram for x in v),
           "paragraphs_dropped": decontam.get(t, 0)} for t, v in sorted(eval_texts.items())}
   atomic_write_text(out_tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-  final = workdir / "paragraphs"
-  if final.exists():  # an older corpus (other inputs or settings): replaced as a whole
+  if out_tmp == final:
+    pass
+  elif final.exists():  # an older corpus (other inputs or settings): replaced as a whole
     old = workdir / f".paragraphs.old-{os.getpid()}"
     final.rename(old)
     out_tmp.rename(final)
-    shutil.rmtree(old)
+    rmtree(old)
   else:
     out_tmp.rename(final)
   return manifest

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from brd_jax.evaluation import tasks as tasks_lib
+from brd_jax.io_utils import ObjectAppender, as_path, atomic_write_text, is_url
 
 RULES = ("acc_mean_token", "acc", "acc_norm")
 CHUNK_CHARS = 200_000  # ~50k tokens, a minute or two on a CPU: the work a killed run can lose
@@ -23,11 +24,12 @@ CHUNK_CHARS = 200_000  # ~50k tokens, a minute or two on a CPU: the work a kille
 class Cache:
   """JSONL lines {"k": request hash, "ll", "n", "g"}; each chunk is flushed and fsynced."""
 
-  def __init__(self, path: pathlib.Path):
+  def __init__(self, path):
     self.path = path
     self.data: dict[str, tuple[float, int, bool]] = {}
+    self._object = ObjectAppender(path) if is_url(path) else None
     if path.exists():
-      with open(path, encoding="utf-8") as f:
+      with path.open(encoding="utf-8") as f:
         for line in f:
           try:
             r = json.loads(line)
@@ -40,6 +42,12 @@ class Cache:
     return hashlib.sha1(f"{context}\x00{continuation}".encode()).hexdigest()
 
   def add(self, items):
+    if self._object is not None:  # an object store: the whole file, rewritten
+      for k, (ll, n, g) in items:
+        self.data[k] = (ll, n, g)
+        self._object.write(json.dumps({"k": k, "ll": ll, "n": n, "g": g}) + "\n")
+      self._object.flush(force=True)
+      return
     self.path.parent.mkdir(parents=True, exist_ok=True)
     with open(self.path, "a", encoding="utf-8") as f:
       for k, (ll, n, g) in items:
@@ -52,7 +60,7 @@ class Cache:
 def samples_path(out_dir, task: str) -> pathlib.Path:
   """samples_<task>.jsonl, the task name made a file name (`bigbench:a/b` -> `bigbench_a_b`)."""
   import re  # pylint: disable=import-outside-toplevel
-  return pathlib.Path(out_dir) / f"samples_{re.sub(r'[^A-Za-z0-9_.-]+', '_', task).strip('_')}.jsonl"
+  return as_path(out_dir) / f"samples_{re.sub(r'[^A-Za-z0-9_.-]+', '_', task).strip('_')}.jsonl"
 
 
 def _stderr(hits: np.ndarray) -> float:
@@ -100,7 +108,7 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
              num_fewshot: int = 0) -> dict:
   """Scores each task (resuming from the cache); with `divergence` (a `Divergence` over the
   student and a reference model) also the teacher-student CE / KL over context + gold answer."""
-  out_dir = pathlib.Path(out_dir)
+  out_dir = as_path(out_dir)
   cache = Cache(out_dir / "cache" / f"{fingerprint}.jsonl")
   results = {}
   for task in task_names:
@@ -129,8 +137,8 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
       if bar:
         bar.close()
     if log_samples:
-      with open(samples_path(out_dir, task), "w", encoding="utf-8") as f:
-        for d, ll, nt in zip(docs, lls, ntoks):
-          f.write(json.dumps({"context": d.context, "choices": d.choices, "gold": d.gold,
-                              "loglik": ll, "n_tokens": nt}, ensure_ascii=False) + "\n")
+      atomic_write_text(samples_path(out_dir, task), "".join(
+          json.dumps({"context": d.context, "choices": d.choices, "gold": d.gold,
+                      "loglik": ll, "n_tokens": nt}, ensure_ascii=False) + "\n"
+          for d, ll, nt in zip(docs, lls, ntoks)))
   return results

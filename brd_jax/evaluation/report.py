@@ -5,14 +5,14 @@ import json
 import pathlib
 
 from brd_jax.evaluation.harness import RULES
-from brd_jax.io_utils import atomic_write_text
+from brd_jax.io_utils import as_path, atomic_write_text, save_figure
 
 NAMES = {"xnli": "XNLI", "rte": "RTE", "cb": "CB", "pawsx": "PAWS-X", "boolq": "BoolQ",
          "sst2": "SST-2"}
 
 
 def write(out_dir, model_name: str, results: dict, meta: dict) -> None:
-  out = pathlib.Path(out_dir)
+  out = as_path(out_dir)
   atomic_write_text(out / "results.json", json.dumps(
       {"model": model_name, **meta, "tasks": results}, indent=2) + "\n")
   tasks = list(results)
@@ -64,10 +64,7 @@ def _grouped_bars(path, labels, series, ylabel, title=None):
     ax.set_title(title)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  tmp = path.with_suffix(".tmp.png")
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  tmp.replace(path)
+  save_figure(fig, path)
 
 
 def compare(run_dirs, rule: str = "acc_mean_token", out: str | pathlib.Path | None = None) -> str:
@@ -80,7 +77,7 @@ def compare(run_dirs, rule: str = "acc_mean_token", out: str | pathlib.Path | No
     raise UserError(f"--rule {rule!r}: one of {', '.join(RULES)}")
   runs = []
   for d in run_dirs:
-    path = pathlib.Path(d) / "results.json"
+    path = as_path(d) / "results.json"
     try:
       runs.append((str(d), json.loads(path.read_text(encoding="utf-8"))))
     except FileNotFoundError:
@@ -101,14 +98,14 @@ def compare(run_dirs, rule: str = "acc_mean_token", out: str | pathlib.Path | No
   lines += ["", "* average over the tasks that run has."]
   text = "\n".join(lines) + "\n"
   if out:
-    out = pathlib.Path(out)
+    out = as_path(out)
     atomic_write_text(out, text)
     _plot_compare(out.with_suffix(".png"), runs, tasks, rule)
   return text
 
 
 def _plot_compare(path, runs, tasks, rule):
-  series = [(pathlib.Path(d).name or d,
+  series = [(as_path(d).name or d,
              [100 * r["tasks"][t][rule] if t in r["tasks"] else 0 for t in tasks], None)
             for d, r in runs]
   _grouped_bars(path, [NAMES.get(t, t) for t in tasks], series, f"{rule} (%)")

@@ -1,12 +1,12 @@
 """The eval stage's entry point: `run(cfg, model, out_dir, mesh)` -> per-task results."""
 from __future__ import annotations
 
-import pathlib
 
 from brd_jax import sharding
 from brd_jax.errors import UserError
 from brd_jax.evaluation import tasks as tasks_lib
 from brd_jax.evaluation.config import EvalConfig
+from brd_jax.io_utils import as_path
 
 
 def check(cfg: EvalConfig) -> None:
@@ -37,7 +37,7 @@ def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
   if loaded.tokenizer is None:
     raise UserError(f"--model {name or model}: no tokenizer")
   scorer = Scorer(loaded.model, loaded.tokenizer, mesh, token_budget=cfg.token_budget)
-  out = pathlib.Path(out_dir)
+  out = as_path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   divergence = None
   if cfg.reference_model:

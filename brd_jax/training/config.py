@@ -29,6 +29,9 @@ class TrainConfig:
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   async_checkpoints: bool = True
+  # Orbax's OCDBT layout (one database per checkpoint); False: one zarr array per parameter, for
+  # stores without conditional writes (e.g. GCS emulators)
+  checkpoint_ocdbt: bool = True
   log_every: int = 10
   log_example_ids: bool = False     # per-step content ids of the examples (resume checks)
   peak_flops_per_device: float = 0.0  # overrides the device table (set it for CPU MFU)

@@ -5,7 +5,6 @@ import hashlib
 import logging
 import os
 import pathlib
-import shutil
 import signal
 import time
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from brd_jax import sharding
 from brd_jax.checkpoints import orbax
-from brd_jax.io_utils import dir_fingerprint
+from brd_jax.io_utils import as_path, atomic_write_text, dir_fingerprint, is_url, local_copy, rmtree, upload_dir
 from brd_jax.preemption import SigtermFlag
 from brd_jax.errors import UserError
 from brd_jax.models import build
@@ -47,12 +46,23 @@ def _any_host(flag: bool) -> bool:
   return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
 
 
-def _save_tokenizer(tok, workdir: pathlib.Path) -> None:
+def _save_tokenizer(tok, workdir) -> None:
   out = workdir / "tokenizer"
-  if out.is_dir() or jax.process_index() != 0:
+  if jax.process_index() != 0:
+    return
+  if is_url(workdir):  # saved locally, uploaded file by file, then the marker (no rename there)
+    if (out / ".complete").exists():
+      return
+    import tempfile  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory() as tmp:
+      tok.save(pathlib.Path(tmp))
+      upload_dir(pathlib.Path(tmp), out)
+    atomic_write_text(out / ".complete", "")
+    return
+  if out.is_dir():
     return
   tmp = workdir / ".tokenizer.tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
+  rmtree(tmp)
   tmp.mkdir(parents=True)
   tok.save(tmp)
   tmp.rename(out)
@@ -64,10 +74,10 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   from brd_jax.data import tasks  # pylint: disable=import-outside-toplevel  # TF: only here
   tcfg, dcfg, scfg = tcfg or TrainConfig(), dcfg or tasks.DataConfig(), scfg or StudentConfig()
   tasks.check(dcfg)
-  workdir = pathlib.Path(workdir)
+  workdir = as_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   ck = orbax.Checkpoints(workdir, tcfg.checkpoint_every, tcfg.keep_checkpoints,
-                         tcfg.async_checkpoints)
+                         tcfg.async_checkpoints, ocdbt=tcfg.checkpoint_ocdbt)
   start = ck.latest_step()
   stream = {**{k: getattr(dcfg, k) for k in _STREAM_KEYS if hasattr(dcfg, k)},
             "batch_size": tcfg.batch_size, "hosts": jax.process_count(),
@@ -88,7 +98,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
                       f"{start}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
     cfg, prov = ModelConfig.from_dict(meta["model"]), meta["provenance"]
     from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
-    tok = tkz.from_dir(workdir / "tokenizer")
+    tok = tkz.from_dir(local_copy(workdir / "tokenizer"))
 
   # The state-building half (no weights, no data): what `brd plan` compiles against too.
   abs_state, bind, tx, shardings = step_lib.abstract_train(cfg, tcfg, mesh)

@@ -6,6 +6,7 @@ import pathlib
 
 import jax
 
+from brd_jax.io_utils import ObjectAppender, as_path, is_url, save_figure
 from brd_jax.models.config import ModelConfig
 
 # Dense bf16 peak FLOP/s per device (vendor figures), matched against jax's device_kind.
@@ -39,14 +40,17 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 class Writer:
   """metrics.jsonl (appended; a resumed run continues it) and TensorBoard event files."""
 
-  def __init__(self, workdir: pathlib.Path, tensorboard: bool = True):
-    self.path = pathlib.Path(workdir) / "metrics.jsonl"
+  def __init__(self, workdir, tensorboard: bool = True):
+    self.path = as_path(workdir) / "metrics.jsonl"
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    self._f = open(self.path, "a", encoding="utf-8") if jax.process_index() == 0 else None
+    self._f = None
+    if jax.process_index() == 0:
+      self._f = (ObjectAppender(self.path) if is_url(self.path)
+                 else open(self.path, "a", encoding="utf-8"))
     self._tb = None
     if tensorboard and self._f is not None:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+      self._tb = SummaryWriter(str(as_path(workdir) / "tensorboard"))  # gs:// through its own client
 
   def write(self, step: int, values: dict) -> None:
     if self._f is None:
@@ -67,7 +71,7 @@ class Writer:
 
 def read(workdir) -> list[dict]:
   """The metrics of a run; for a step logged twice (redone after a crash) the last record wins."""
-  path = pathlib.Path(workdir) / "metrics.jsonl"
+  path = as_path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
   by_step = {}
@@ -97,7 +101,6 @@ def plot(workdir, out: str | pathlib.Path | None = None) -> pathlib.Path:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  out = pathlib.Path(out) if out else pathlib.Path(workdir) / "loss.png"
-  fig.savefig(out, dpi=110)
-  plt.close(fig)
+  out = as_path(out) if out else as_path(workdir) / "loss.png"
+  save_figure(fig, out)
   return out
