@@ -48,6 +48,8 @@ setup(
                  # gs:// workdirs, tested against a local GCS emulator
                  "gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4",
                  "gcp-storage-emulator>=2026.7.19",
+                 # the reference of tests/test_lm_eval_parity.py
+                 "lm-eval[hf]>=0.4.13,<0.5",
                  # the splitters `brd bench split` compares with blingfire
                  "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
         "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3"],

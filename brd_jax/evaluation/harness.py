@@ -72,11 +72,10 @@ def score_docs(docs, lls, ntoks) -> dict:
   hits = {r: [] for r in RULES}
   for doc, ll, nt in zip(docs, lls, ntoks):
     ll, nt = np.asarray(ll), np.asarray(nt, dtype=np.float64)
-    nbytes = np.asarray([len(c[1:].encode() if c.startswith(" ") else c.encode())
-                         for c in doc.choices], np.float64)
+    nchars = np.asarray(doc.choice_chars(), np.float64)  # lm-eval: characters, no delimiter
     hits["acc_mean_token"].append(int(np.argmax(ll / nt)) == doc.gold)
     hits["acc"].append(int(np.argmax(ll)) == doc.gold)
-    hits["acc_norm"].append(int(np.argmax(ll / nbytes)) == doc.gold)
+    hits["acc_norm"].append(int(np.argmax(ll / nchars)) == doc.gold)
   out = {"n": len(docs)}
   for r in RULES:
     h = np.asarray(hits[r], np.float64)

@@ -1,7 +1,10 @@
-"""The paper's six tasks from local files, detected by content, with lm-eval's zero-shot prompts.
+"""The paper's six tasks from local files, with lm-evaluation-harness 0.4.13's zero-shot prompts.
 
-A task yields Docs: a context, candidate continuations and the gold index. Classification tasks
-use lm-eval's "...\\nAnswer:" templates; XNLI and PAWS-X use XGLM's "premise, right? Yes/Also/No,
+A task yields Docs: a context, candidate continuations and the gold index. Every prompt is built
+as lm-eval's shipped task builds it (sst2, sglue_rte, cb, boolq, xnli_en, paws_en): the same
+document processing, context, choices and target delimiter; `tests/test_lm_eval_parity.py`
+checks every document of the official files against lm-eval's own Task objects. Classification
+tasks use "...\\nAnswer:" templates; XNLI and PAWS-X use XGLM's "premise, right? Yes/Also/No,
 hypothesis" form where the whole sentence is the candidate (empty context).
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 
 from brd_jax.errors import UserError
 
@@ -20,8 +24,14 @@ TASKS = ("xnli", "rte", "cb", "pawsx", "boolq", "sst2")
 @dataclasses.dataclass
 class Doc:
   context: str
-  choices: list[str]       # continuations, each starting with the target delimiter
+  choices: list[str]       # continuations: the target delimiter, then the choice
   gold: int
+  delimiter: str = " "     # lm-eval's target_delimiter (acc_norm counts the choice without it)
+
+  def choice_chars(self) -> list[int]:
+    """Characters of each choice without the delimiter: lm-eval's acc_norm length."""
+    return [len(c[len(self.delimiter):]) if c.startswith(self.delimiter) else len(c)
+            for c in self.choices]
 
 
 def default_data_dir() -> pathlib.Path:
@@ -74,8 +84,8 @@ def boolq_docs(rows):
               int(r["label"] in (True, 1, "true", "True"))) for r in rows]
 
 
-def sst2_docs(rows):
-  return [Doc(f"{r['sentence'].strip()}\nQuestion: Is this sentence positive or negative?\n"
+def sst2_docs(rows):  # the sentence as GLUE has it, with its trailing space (as lm-eval keeps it)
+  return [Doc(f"{r['sentence']}\nQuestion: Is this sentence positive or negative?\n"
               "Answer:", [" negative", " positive"], int(r["label"])) for r in rows]
 
 
@@ -87,10 +97,30 @@ def xnli_docs(rows):  # HF schema: premise, hypothesis, label (0 ent, 1 neu, 2 c
   return [_xnli_doc(r["premise"], r["hypothesis"], int(r["label"])) for r in rows]
 
 
+# lm-eval's PAWS-X detokenisation: these joins, then no space before ' . or ,
+_DETOK = ((" n't", "n't"), (" )", ")"), ("( ", "("), ('" ', '"'), (' "', '"'))
+_SPACE_BEFORE_PUNCT = re.compile(r" (['.,])")
+
+
+def _detokenize(s: str) -> str:
+  for a, b in _DETOK:
+    s = s.replace(a, b)
+  return _SPACE_BEFORE_PUNCT.sub(r"\1", s).strip()
+
+
 def pawsx_docs(rows):
-  return [Doc("", [f" {r['sentence1']}, right? No, {r['sentence2']}",
-                   f" {r['sentence1']}, right? Yes, {r['sentence2']}"], int(r["label"]))
-          for r in rows]
+  """lm-eval's paws_en: rows with an empty sentence dropped, both sentences detokenised, the
+  first without its final . , or ; and the second starting lower-case; no target delimiter."""
+  docs = []
+  for r in rows:
+    if not r["sentence1"] or not r["sentence2"]:
+      continue
+    s1, s2 = _detokenize(r["sentence1"]), _detokenize(r["sentence2"])
+    s1 = s1[:-1] if s1.endswith((".", ",", ";")) else s1
+    s2 = s2[:1].lower() + s2[1:]
+    docs.append(Doc("", [f"{s1}, right? No, {s2}", f"{s1}, right? Yes, {s2}"], int(r["label"]),
+                    delimiter=""))
+  return docs
 
 
 def rows_rte(d):
@@ -229,7 +259,7 @@ def load_bigbench(spec: str) -> list[Doc]:
     best = max(scores.values())
     choices = list(scores)
     docs.append(Doc(prefix + q + text + a, choices,
-                    next(i for i, c in enumerate(choices) if scores[c] == best)))
+                    next(i for i, c in enumerate(choices) if scores[c] == best), delimiter=""))
   if not docs:
     raise UserError(f"BIG-bench task {spec}: no examples with target_scores (only multiple-choice "
                     "tasks)")
@@ -326,5 +356,6 @@ def fewshot(docs: list[Doc], k: int, seed: int = 1234) -> list[Doc]:
     demos = [x.lstrip() if not docs[j].context else x for x, j in zip(demos, picks)]
     out.append(Doc("\n\n".join(demos) + "\n\n" + d.context if d.context else
                    "\n\n".join(demos) + "\n\n",
-                   [c.lstrip() for c in d.choices] if not d.context else d.choices, d.gold))
+                   [c.lstrip() for c in d.choices] if not d.context else d.choices, d.gold,
+                   d.delimiter if d.context else ""))
   return out

@@ -1,0 +1,126 @@
+"""`brd eval` against lm-evaluation-harness 0.4.13 itself: lm-eval's shipped task definitions
+(its YAML, document processing and Task objects) build the requests from the same rows of the
+official files, and they must equal the project's, document by document; on a sample, lm-eval's
+HF backend scores them with the same SmolLM2 weights and its own metric code picks the answers."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from brd_jax.evaluation import tasks
+
+DATA = tasks.default_data_dir()
+# project task -> lm-eval task YAML (under lm_eval/tasks)
+LM_EVAL = {"sst2": "glue/sst2/default.yaml", "rte": "super_glue/rte/default.yaml",
+           "cb": "super_glue/cb/default.yaml", "boolq": "super_glue/boolq/default.yaml",
+           "xnli": "xnli/xnli_en.yaml", "pawsx": "paws-x/paws_en.yaml"}
+_RTE = {"entailment": 0, "not_entailment": 1}
+_CB = {"entailment": 0, "contradiction": 1, "neutral": 2}
+
+
+def _need_data():
+  import os
+  if not DATA.exists():
+    if os.environ.get("BRD_STRICT") == "1":
+      pytest.fail(f"evaluation data not found at {DATA} (BRD_STRICT=1)")
+    pytest.skip(f"evaluation data not found at {DATA}")
+
+
+def hf_rows(task: str, rows: list[dict]) -> list[dict]:
+  """The rows in the Hugging Face schema lm-eval's datasets have (integer labels)."""
+  lab = {"rte": lambda l: _RTE.get(l, l), "cb": lambda l: _CB.get(l, l),
+         "boolq": lambda l: int(l in (True, 1, "true", "True")),
+         "sst2": int, "xnli": int, "pawsx": int}[task]
+  return [{**r, "label": lab(r["label"])} for r in rows]
+
+
+def lm_eval_task(task: str, rows: list[dict], tmp: pathlib.Path):
+  """lm-eval's own Task for `task`, reading `rows` (a local JSON file) as its evaluation split."""
+  import lm_eval
+  from lm_eval.api.task import ConfigurableTask
+  from lm_eval.tasks._yaml_loader import load_yaml
+  cfg = load_yaml(pathlib.Path(lm_eval.__file__).parent / "tasks" / LM_EVAL[task])
+  path = tmp / f"{task}.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in hf_rows(task, rows)))
+  key = "test_split" if cfg.get("test_split") else "validation_split"  # what lm-eval evaluates
+  split = cfg[key]
+  cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {split: str(path)}},
+             training_split=None, validation_split=None, test_split=None, fewshot_split=None)
+  cfg[key] = split
+  if not any(m["metric"] == "acc_norm" for m in cfg["metric_list"]):  # computed by lm-eval too
+    cfg["metric_list"] = [*cfg["metric_list"], {"metric": "acc_norm"}]
+  t = ConfigurableTask(config=cfg)
+  t.build_all_requests(limit=None, rank=0, world_size=1)
+  return t
+
+
+def requests_by_doc(t) -> list[list[tuple[str, str]]]:
+  out: dict[int, list] = {}
+  for inst in sorted(t.instances, key=lambda i: (i.doc_id, i.idx)):
+    out.setdefault(inst.doc_id, []).append(tuple(inst.arguments))
+  return [out[k] for k in sorted(out)]
+
+
+@pytest.mark.parametrize("task", list(LM_EVAL))
+def test_every_request_of_the_official_files_equals_lm_evals(task, tmp_path):
+  _need_data()
+  rows = tasks.ROWS[task](DATA)
+  ours = tasks.load(task, DATA)
+  t = lm_eval_task(task, rows, tmp_path)
+  theirs = requests_by_doc(t)
+  assert len(ours) == len(theirs) > 50
+  for i, (d, req) in enumerate(zip(ours, theirs)):
+    assert [(d.context, c) for c in d.choices] == req, (task, i)
+  golds = [t.doc_to_target(doc) for doc in t.eval_docs]
+  assert [d.gold for d in ours] == golds
+
+
+def test_acc_norm_divides_by_characters_as_lm_eval_does(tmp_path):
+  """Non-ASCII choices, where characters and UTF-8 bytes rank the candidates differently."""
+  from brd_jax.evaluation.harness import score_docs
+  rows = [{"sentence": "x", "label": 1}]
+  t = lm_eval_task("sst2", rows, tmp_path)
+  t.config.doc_to_choice = ["négatif", "positive"]  # 7 characters, 8 bytes; 8 and 8
+  doc = list(t.eval_docs)[0]
+  lls = [-7.35, -8.2]  # per character -1.050 < -1.025; per byte -0.919 > -1.025
+  theirs = t.process_results(doc, [(ll, False) for ll in lls])
+  ours = score_docs([tasks.Doc("x", [" négatif", " positive"], 1)], [lls], [[2, 2]])
+  assert (ours["acc"], ours["acc_norm"]) == (theirs["acc"], theirs["acc_norm"]) == (0.0, 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_logliks_and_answers_equal_lm_evals_on_a_sample(smollm2_gguf, tmp_path):
+  """Every task, 6 documents each: lm-eval's HFLM and its process_results against the scorer and
+  the harness's rules, with the same SmolLM2-135M-Instruct weights in fp32."""
+  _need_data()
+  from lm_eval.models.huggingface import HFLM
+  from brd_jax.checkpoints import hf, resolve
+  from brd_jax.evaluation.harness import score_docs
+  from brd_jax.inference.scoring import Scorer
+  loaded = resolve.load(str(smollm2_gguf))
+  hf.export_dir(loaded.model, tmp_path / "hf", loaded.tokenizer)
+  lm = HFLM(pretrained=str(tmp_path / "hf"), device="cpu", dtype="float32", batch_size=8)
+  scorer = Scorer(loaded.model, loaded.tokenizer, None, token_budget=4096)
+  checked, worst, worst_abs = 0, [], []
+  for task in LM_EVAL:
+    rows = tasks.ROWS[task](DATA)
+    t = lm_eval_task(task, rows, tmp_path)
+    ours_all, by_doc = tasks.load(task, DATA), requests_by_doc(t)
+    docs = list(t.eval_docs)
+    for i in np.linspace(0, len(ours_all) - 1, 6).astype(int):
+      insts = sorted((x for x in t.instances if x.doc_id == i), key=lambda x: x.idx)
+      theirs = lm.loglikelihood(insts, disable_tqdm=True)
+      mine = scorer.loglik(by_doc[i])
+      diffs = [abs(m.loglik - ll) for m, (ll, _) in zip(mine, theirs)]
+      worst.append(max(d / m.n_tokens for d, m in zip(diffs, mine)))
+      worst_abs.append(max(diffs))
+      # fp32 sums of n token log-probs: within 1e-4, or 1e-5 per token for long continuations
+      assert all(d <= max(1e-4, 1e-5 * m.n_tokens) for d, m in zip(diffs, mine)), (task, i, diffs)
+      metrics = t.process_results(docs[i], theirs)
+      s = score_docs([ours_all[i]], [[m.loglik for m in mine]], [[m.n_tokens for m in mine]])
+      assert (s["acc"], s["acc_norm"]) == (metrics["acc"], metrics["acc_norm"]), (task, i)
+      checked += 1
+  assert checked == 36
+  print(f"max |loglik diff| {max(worst_abs):.2e}, per token {max(worst):.2e}")
