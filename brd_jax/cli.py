@@ -318,7 +318,10 @@ def cmd_bench(args):
     split_bench.run(args.input, json_path=args.out)
   else:
     from brd_jax.benchmarks import eval as eval_bench  # pylint: disable=import-outside-toplevel
-    eval_bench.run(args.model, json_path=args.out)
+    names = tuple(eval_bench.LM_EVAL) if not args.tasks else tuple(
+        t.strip() for t in args.tasks.split(",") if t.strip())
+    eval_bench.run(args.model, names, args.data_dir, args.limit or None,
+                   peer_batch=args.batch_size or 8, json_path=args.out)
 
 
 def _read_jsonl(path, fields=("prompt",)):
@@ -448,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", "--json", dest="out", help="write the result as JSON to this file")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
   p.add_argument("--batch_size", "--batch", dest="batch_size", type=POS_INT,
-                 help="decode: 32, train: 8")
+                 help="decode: 32, train: 8, eval: lm-eval's HFLM batch (8)")
   p.add_argument("--repeats", type=POS_INT, default=2)
   p.add_argument("--seq_len", type=POS_INT, default=128, help="train: sequence length")
   p.add_argument("--steps", type=POS_INT, default=5, help="train: timed steps per side (median)")
@@ -456,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--processes", type=POS_INT, default=2, help="corpus: brd corpus processes")
   p.add_argument("--input", help="split: text for the MB/s column (default: the real English "
                  "text asset, read as paragraphs)")
+  p.add_argument("--tasks", help="eval: comma-separated (default: rte,cb,sst2,boolq,xnli,pawsx)")
+  p.add_argument("--data_dir", help="eval: folder with <task>/ files (default: $BRD_EVAL_DATA or "
+                 "../shared/data/eval)")
+  p.add_argument("--limit", type=NONNEG_INT, default=400,
+                 help="eval: first N documents per task; 0 = the whole file")
   _gin_flags(p)
   p.set_defaults(func=cmd_bench)
 

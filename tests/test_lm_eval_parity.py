@@ -1,22 +1,17 @@
 """`brd eval` against lm-evaluation-harness 0.4.13 itself: lm-eval's shipped task definitions
 (its YAML, document processing and Task objects) build the requests from the same rows of the
 official files, and they must equal the project's, document by document; on a sample, lm-eval's
-HF backend scores them with the same SmolLM2 weights and its own metric code picks the answers."""
+HF backend scores them with the same SmolLM2 weights and its own metric code picks the answers.
+(`lm_eval_task` only writes the rows to a JSON file and points lm-eval's task YAML at it.)"""
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
+from brd_jax.benchmarks.eval import LM_EVAL, lm_eval_task  # rows -> lm-eval's own Task
 from brd_jax.evaluation import tasks
 
 DATA = tasks.default_data_dir()
-# project task -> lm-eval task YAML (under lm_eval/tasks)
-LM_EVAL = {"sst2": "glue/sst2/default.yaml", "rte": "super_glue/rte/default.yaml",
-           "cb": "super_glue/cb/default.yaml", "boolq": "super_glue/boolq/default.yaml",
-           "xnli": "xnli/xnli_en.yaml", "pawsx": "paws-x/paws_en.yaml"}
-_RTE = {"entailment": 0, "not_entailment": 1}
-_CB = {"entailment": 0, "contradiction": 1, "neutral": 2}
 
 
 def _need_data():
@@ -27,35 +22,10 @@ def _need_data():
     pytest.skip(f"evaluation data not found at {DATA}")
 
 
-def hf_rows(task: str, rows: list[dict]) -> list[dict]:
-  """The rows in the Hugging Face schema lm-eval's datasets have (integer labels)."""
-  lab = {"rte": lambda l: _RTE.get(l, l), "cb": lambda l: _CB.get(l, l),
-         "boolq": lambda l: int(l in (True, 1, "true", "True")),
-         "sst2": int, "xnli": int, "pawsx": int}[task]
-  return [{**r, "label": lab(r["label"])} for r in rows]
-
-
-def lm_eval_task(task: str, rows: list[dict], tmp: pathlib.Path):
-  """lm-eval's own Task for `task`, reading `rows` (a local JSON file) as its evaluation split."""
-  import lm_eval
-  from lm_eval.api.task import ConfigurableTask
-  from lm_eval.tasks._yaml_loader import load_yaml
-  cfg = load_yaml(pathlib.Path(lm_eval.__file__).parent / "tasks" / LM_EVAL[task])
-  path = tmp / f"{task}.jsonl"
-  path.write_text("".join(json.dumps(r) + "\n" for r in hf_rows(task, rows)))
-  key = "test_split" if cfg.get("test_split") else "validation_split"  # what lm-eval evaluates
-  split = cfg[key]
-  cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {split: str(path)}},
-             training_split=None, validation_split=None, test_split=None, fewshot_split=None)
-  cfg[key] = split
-  if not any(m["metric"] == "acc_norm" for m in cfg["metric_list"]):  # computed by lm-eval too
-    cfg["metric_list"] = [*cfg["metric_list"], {"metric": "acc_norm"}]
-  t = ConfigurableTask(config=cfg)
-  t.build_all_requests(limit=None, rank=0, world_size=1)
-  return t
-
-
 def requests_by_doc(t) -> list[list[tuple[str, str]]]:
+  """lm-eval's requests, (context, continuation) per candidate, grouped by document."""
+  if not getattr(t, "_instances", None):
+    t.build_all_requests(limit=None, rank=0, world_size=1)
   out: dict[int, list] = {}
   for inst in sorted(t.instances, key=lambda i: (i.doc_id, i.idx)):
     out.setdefault(inst.doc_id, []).append(tuple(inst.arguments))
@@ -124,3 +94,22 @@ def test_logliks_and_answers_equal_lm_evals_on_a_sample(smollm2_gguf, tmp_path):
       checked += 1
   assert checked == 36
   print(f"max |loglik diff| {max(worst_abs):.2e}, per token {max(worst):.2e}")
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_bench_eval_times_both_sides_per_task_and_refuses_bad_input(smollm2_gguf, tmp_path):
+  _need_data()
+  from cli_run import brd
+  r = brd("bench", "eval", "--model", str(smollm2_gguf), "--tasks", "cb,pawsx", "--limit", "6",
+          "--data_dir", str(DATA), "--out", str(tmp_path / "b.json"))
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads((tmp_path / "b.json").read_text())
+  assert sorted(out["tasks"]) == ["cb", "pawsx"]
+  for t, v in out["tasks"].items():
+    assert v["docs"] == 6 and v["project_s"] > 0 and v["peer_s"] > 0
+    assert v["acc"][0] == v["acc"][1] and v["acc_norm"][0] == v["acc_norm"][1], t
+  assert "cb (6 docs)" in r.stdout and "slowest task" in r.stdout
+  for bad, what in ((["--tasks", "cb,nope"], "nope"), (["--data_dir", str(tmp_path / "x")], "x")):
+    r = brd("bench", "eval", "--model", str(smollm2_gguf), "--limit", "2", *bad)
+    assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr, r.stderr
