@@ -97,3 +97,20 @@ def test_pack_places_every_unit_once_within_row_length_and_budget():
   # Packing several units per row beats one unit per row by a wide margin on short units.
   rows_used = sum(len(rows) for _, rows in batches)
   assert rows_used < 0.8 * len(widths)
+
+
+def test_pack_puts_two_units_of_sixty_percent_in_a_row_of_twice_the_length():
+  """Whole-sentence candidates (PAWS-X: units of ~80 tokens) waste 40% of 128-token rows; the
+  packer picks 192- or 256-token rows instead, unless attention's cost rules wider rows out."""
+  from brd_jax.inference.scoring import padded_rows
+  rng = np.random.default_rng(4)
+  widths = sorted(rng.integers(70, 90, 400).tolist(), reverse=True)
+  batches = pack(widths, token_budget=4096)
+  assert sorted(k for _, rows in batches for row in rows for k in row) == list(range(400))
+  padded = sum(padded_rows(len(rows), T, 4096) * T for T, rows in batches)
+  assert sum(widths) / padded > 0.8 and all(T > 128 for T, _ in batches[:-1])
+  assert all(sum(widths[k] for k in row) <= T for T, rows in batches for row in rows)
+  # Long rows: three units fill 2048 best, but attention's T^2 makes two per 1536 cheaper.
+  long = sorted(np.random.default_rng(5).integers(560, 720, 60).tolist(), reverse=True)
+  assert {T for T, _ in pack(long, 16384, min_len=1024, attn_len=10 ** 9)} == {2048}
+  assert {T for T, _ in pack(long, 16384, min_len=1024)} == {1536}

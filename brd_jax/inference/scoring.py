@@ -123,34 +123,64 @@ def rows_per_batch(T: int, token_budget: int, rows_multiple: int = 1) -> int:
   return max(rows_multiple, token_budget // T // rows_multiple * rows_multiple)
 
 
-def pack(widths: Sequence[int], token_budget: int, rows_multiple: int = 1, min_len: int = 128):
+def _fill(widths, i: int, j: int, T: int, B: int):
+  """Up to B rows of length T from units i.. (best fit, in order, until one fits no row), then
+  the narrowest remaining units (from j down) into the gaps -> (rows, i, j)."""
+  rows, free = [], []
+  while i < j:
+    fits = [r for r in range(len(rows)) if free[r] >= widths[i]]
+    if fits:
+      r = min(fits, key=free.__getitem__)
+    elif len(rows) < B:
+      rows.append([])
+      free.append(T)
+      r = len(rows) - 1
+    else:
+      break
+    rows[r].append(i)
+    free[r] -= widths[i]
+    i += 1
+  for r in range(len(rows)):
+    while i < j and widths[j - 1] <= free[r]:
+      j -= 1
+      rows[r].append(j)
+      free[r] -= widths[j]
+  return rows, i, j
+
+
+def padded_rows(n_rows: int, T: int, token_budget: int, rows_multiple: int = 1) -> int:
+  """The rows a batch of n_rows is padded to: a power of two (>= the mesh's batch), at most
+  rows_per_batch (few shapes, so few compilations)."""
+  b = max(rows_multiple, 1)
+  while b < n_rows:
+    b *= 2
+  return min(b, rows_per_batch(T, token_budget, rows_multiple))
+
+
+def pack(widths: Sequence[int], token_budget: int, rows_multiple: int = 1, min_len: int = 128,
+         attn_len: int = 1024):
   """Unit widths, sorted descending -> batches [(T, rows)], each row a list of unit indices whose
-  widths sum to <= T. T is the bucket of the batch's widest unit (>= min_len), a batch has up to
-  token_budget // T rows (a multiple of rows_multiple); units go best-fit in order until one fits
-  no row, then the narrowest remaining units fill the gaps."""
+  widths sum to <= T; a batch has up to token_budget // T rows (a multiple of rows_multiple).
+  T is one of the three length buckets from the batch's widest unit (>= min_len): the one whose
+  padded batch does the real tokens at the least cost, a row costing T (1 + T / attn_len) (the
+  tree-masked attention grows with T squared). Units of ~0.6 T fill a row of T badly and two to
+  a row of 2T well: whole-sentence candidates, e.g. PAWS-X."""
   batches, i, j = [], 0, len(widths)
   while i < j:
-    T = max(length_bucket(widths[i]), min_len)
-    B = rows_per_batch(T, token_budget, rows_multiple)
-    rows, free = [], []
-    while i < j:
-      fits = [r for r in range(len(rows)) if free[r] >= widths[i]]
-      if fits:
-        r = min(fits, key=free.__getitem__)
-      elif len(rows) < B:
-        rows.append([])
-        free.append(T)
-        r = len(rows) - 1
-      else:
-        break
-      rows[r].append(i)
-      free[r] -= widths[i]
-      i += 1
-    for r in range(len(rows)):
-      while i < j and widths[j - 1] <= free[r]:
-        j -= 1
-        rows[r].append(j)
-        free[r] -= widths[j]
+    first = max(length_bucket(widths[i]), min_len)
+    options = [first]
+    while len(options) < 3:
+      options.append(length_bucket(options[-1] + 1))
+    best = None
+    for T in options:
+      B = rows_per_batch(T, token_budget, rows_multiple)
+      rows, i2, j2 = _fill(widths, i, j, T, B)
+      real = sum(widths[k] for row in rows for k in row)
+      fill = real / (padded_rows(len(rows), T, token_budget, rows_multiple) * T *
+                     (1 + T / attn_len))
+      if best is None or fill > best[0] + 1e-9:
+        best = (fill, T, rows, i2, j2)
+    _, T, rows, i, j = best
     batches.append((T, rows))
   return batches
 
@@ -202,12 +232,11 @@ class Scorer:
     units.sort(key=width, reverse=True)
     out: list[LogLik | None] = [None] * len(pairs)
     for T, rows in pack([width(u) for u in units], self.token_budget, self._rows):
-      batch = max(self._rows, 1)
-      while batch < len(rows):
-        batch *= 2
-      batch = min(batch, rows_per_batch(T, self.token_budget, self._rows))
-      C = bucket(max(sum(len(t) for k in row for m in units[k][1] for _, _, t in reqs[m])
-                     for row in rows), 4)
+      batch = padded_rows(len(rows), T, self.token_budget, self._rows)
+      # scored slots per row: whole-sentence continuations (XNLI, PAWS-X) score dozens of
+      # positions per request, so the finer length buckets waste less vocabulary projection
+      C = max(sum(len(t) for k in row for m in units[k][1] for _, _, t in reqs[m]) for row in rows)
+      C = bucket(C, 4) if C <= 16 else length_bucket(C)
       tokens, unit_id, branch, positions = (np.zeros((batch, T), np.int32) for _ in range(4))
       pos, targets = np.zeros((batch, C), np.int32), np.zeros((batch, C), np.int32)
       valid = np.zeros((batch, C), bool)
