@@ -81,7 +81,8 @@ class Writer:
   def __init__(self, ledger_dir, process_index: int):
     self.dir, self.proc = as_path(ledger_dir), process_index
     self.dir.mkdir(parents=True, exist_ok=True)
-    names = [p.name for p in self.dir.iterdir()] if self.dir.exists() else []  # (empty gs:// prefix)
+    # an empty gs:// prefix does not exist even after mkdir
+    names = [p.name for p in self.dir.iterdir()] if self.dir.exists() else []
     seqs = [int(m.group(2)) for name in names
             if (m := _SHARD.match(name)) and int(m.group(1)) == process_index]
     self.seq = max(seqs, default=-1) + 1

@@ -101,7 +101,8 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", task_names=tuple(LM_EVA
       s_peer = time.perf_counter() - t0
       per_task[t] = {"docs": n, "project_s": round(s_ours, 2), "peer_s": round(s_peer, 2),
                      "ratio": s_peer / s_ours,
-                     "acc": [a["acc"], b["acc,none"]], "acc_norm": [a["acc_norm"], b["acc_norm,none"]]}
+                     "acc": [a["acc"], b["acc,none"]],
+                     "acc_norm": [a["acc_norm"], b["acc_norm,none"]]}
       print(f"{t}: {n} docs, brd {s_ours:.1f} s, lm-eval {s_peer:.1f} s ({s_peer / s_ours:.2f}x)",
             flush=True)
       rows.append((f"{t} ({n} docs)", f"brd {s_ours:.1f} s, lm-eval {s_peer:.1f} s: "

@@ -14,7 +14,8 @@ import numpy as np
 
 from brd_jax import sharding
 from brd_jax.checkpoints import orbax
-from brd_jax.io_utils import as_path, atomic_write_text, dir_fingerprint, is_url, local_copy, rmtree, upload_dir
+from brd_jax.io_utils import (as_path, atomic_write_text, dir_fingerprint, is_url, local_copy,
+                              rmtree, upload_dir)
 from brd_jax.preemption import SigtermFlag
 from brd_jax.errors import UserError
 from brd_jax.models import build
