@@ -246,10 +246,15 @@ def cmd_loglik(args):
   print(f"wrote {len(lines)} log-likelihoods to {args.out}")
 
 
+def _names(text: str) -> tuple[str, ...]:
+  """A comma-separated flag value as names (blanks dropped)."""
+  return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 def cmd_eval(args):
   bindings = list(args.gin)
   if args.tasks is not None:
-    names = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    names = _names(args.tasks)
     bindings.append(f"eval.tasks = {names!r}")
   bindings += _flag_bindings(args, "eval", ("data_dir", "limit", "num_fewshot",
                                             "reference_model", "token_budget"))
@@ -318,8 +323,7 @@ def cmd_bench(args):
     split_bench.run(args.input, json_path=args.out)
   else:
     from brd_jax.benchmarks import eval as eval_bench  # pylint: disable=import-outside-toplevel
-    names = tuple(eval_bench.LM_EVAL) if not args.tasks else tuple(
-        t.strip() for t in args.tasks.split(",") if t.strip())
+    names = _names(args.tasks) if args.tasks else tuple(eval_bench.LM_EVAL)
     eval_bench.run(args.model, names, args.data_dir, args.limit or None,
                    peer_batch=args.batch_size or 8, json_path=args.out)
 

@@ -42,17 +42,17 @@ class Cache:
     return hashlib.sha1(f"{context}\x00{continuation}".encode()).hexdigest()
 
   def add(self, items):
+    lines = []
+    for k, (ll, n, g) in items:
+      self.data[k] = (ll, n, g)
+      lines.append(json.dumps({"k": k, "ll": ll, "n": n, "g": g}) + "\n")
     if self._object is not None:  # an object store: the whole file, rewritten
-      for k, (ll, n, g) in items:
-        self.data[k] = (ll, n, g)
-        self._object.write(json.dumps({"k": k, "ll": ll, "n": n, "g": g}) + "\n")
+      self._object.write("".join(lines))
       self._object.flush(force=True)
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)
     with open(self.path, "a", encoding="utf-8") as f:
-      for k, (ll, n, g) in items:
-        self.data[k] = (ll, n, g)
-        f.write(json.dumps({"k": k, "ll": ll, "n": n, "g": g}) + "\n")
+      f.write("".join(lines))
       f.flush()
       os.fsync(f.fileno())
 
