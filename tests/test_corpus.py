@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import needs
 from cli_run import ROOT, brd
 from brd_jax.corpus import readers, split, stage
 from brd_jax.corpus.config import CorpusConfig
@@ -178,13 +179,7 @@ def test_bench_split_reports_every_splitter(tmp_path):
 def real_paragraphs():
   """Distinct real English paragraphs (Botchan, from the registry); fails when unreachable unless
   BRD_OFFLINE=1."""
-  from brd_jax import assets
-  try:
-    path = assets.fetch("english-botchan", quiet=True)
-  except UserError as e:
-    if os.environ.get("BRD_OFFLINE") == "1":
-      pytest.skip(f"BRD_OFFLINE=1 and the asset is not cached: {e}")
-    raise
+  path = needs.asset("english-botchan")
   cfg = CorpusConfig(inputs=("asset:english-botchan",), format="wrapped")
   assert [s.path for s in readers.expand(cfg.inputs, cfg.format)] == [str(path)]
   paras = []
@@ -233,14 +228,7 @@ def test_near_duplicates_are_removed_and_distinct_paragraphs_kept(tmp_path, real
 # ---------------------------------------------------------------- decontamination
 
 
-def eval_dir():
-  from brd_jax.evaluation import tasks
-  d = tasks.default_data_dir()
-  if not (d / "rte").exists():
-    if os.environ.get("BRD_STRICT") == "1":
-      pytest.fail(f"BRD_STRICT=1 and no evaluation data at {d}")
-    pytest.skip(f"no evaluation data at {d} (set BRD_EVAL_DATA)")
-  return d
+eval_dir = needs.eval_data
 
 
 def test_paragraph_with_an_rte_premise_is_dropped_and_a_12_word_overlap_kept(tmp_path):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 import hf_tiny
+import needs
 from brd_jax import cli
 from brd_jax.errors import UserError
 from brd_jax.evaluation import harness, tasks
 from brd_jax.inference.scoring import LogLik
 
-SHARED = tasks.default_data_dir()
-needs_data = pytest.mark.skipif(not SHARED.exists(), reason=f"{SHARED} is absent")
+needs_data = pytest.mark.usefixtures("eval_data")
 
 
 @needs_data
@@ -165,13 +165,7 @@ def test_bigbench_json_formatting(tmp_path):
 
 @pytest.mark.slow
 def test_bigbench_asset_tasks_load():
-  from brd_jax import assets
-  try:
-    assets.fetch("bigbench-tasks", quiet=True)
-  except UserError as e:
-    if "could not download" in str(e):
-      pytest.skip(f"package registry unreachable: {e}")
-    raise
+  needs.asset("bigbench-tasks")
   for name, n in {"navigate": 1000, "emoji_movie": 100, "causal_judgment": 190}.items():
     docs = tasks.load(f"bigbench:{name}")
     assert len(docs) == n
@@ -246,9 +240,9 @@ def test_fewshot_demonstrations_never_include_the_document():
     tasks.fewshot(docs[:2], 2)
 
 
-@needs_data
-def test_hf_saved_datasets_give_the_same_docs_as_the_files(tmp_path):
+def test_hf_saved_datasets_give_the_same_docs_as_the_files(tmp_path, eval_data):
   import datasets
+  SHARED = eval_data  # pylint: disable=invalid-name
   rows = {
       "rte": tasks._jsonl(SHARED / "rte" / "val.jsonl")[:40],
       "cb": tasks._jsonl(SHARED / "cb" / "val.jsonl"),

@@ -8,18 +8,14 @@ import json
 import numpy as np
 import pytest
 
+import needs
+
 from brd_jax.benchmarks.eval import LM_EVAL, lm_eval_task  # rows -> lm-eval's own Task
 from brd_jax.evaluation import tasks
 
 DATA = tasks.default_data_dir()
 
-
-def _need_data():
-  import os
-  if not DATA.exists():
-    if os.environ.get("BRD_STRICT") == "1":
-      pytest.fail(f"evaluation data not found at {DATA} (BRD_STRICT=1)")
-    pytest.skip(f"evaluation data not found at {DATA}")
+_need_data = needs.eval_data
 
 
 def requests_by_doc(t) -> list[list[tuple[str, str]]]:

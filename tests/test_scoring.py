@@ -77,6 +77,7 @@ def test_smollm2_loglik_of_200_requests(smollm2_gguf):
   reqs = [(" ".join(rng.choice(words, int(rng.integers(3, 30)))),
            " " + " ".join(rng.choice(words, int(rng.integers(1, 4))))) for _ in range(200)]
   got = Scorer(loaded.model, loaded.tokenizer).loglik(reqs)
+  assert len(got) == len(reqs) == 200
   worst = 0.0
   for (c, k), g in zip(reqs, got):
     ctx, cont = encode_pair(loaded.tokenizer, c, k)

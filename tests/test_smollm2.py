@@ -118,10 +118,12 @@ def test_batch_invariance_and_8_device_mesh(ours, smollm2_gguf, engine_prompts, 
   from brd_jax.inference.engine import Engine, Sampling
   batch = (engine_prompts * 2)[:32]
   in_batch = Engine(ours.model, ours.tokenizer).generate(batch, 16, Sampling(), eos_ids=())
-  for i in (0, 9):
-    alone = Engine(ours.model, ours.tokenizer, max_batch=1).generate(
-        [batch[i]], 16, Sampling(), eos_ids=())
-    assert alone[0].tokens == in_batch[i].tokens
+  assert len(in_batch) == 32
+  # Every row of the batch: the 16 prompts alone, and their repeats in the second half.
+  single = Engine(ours.model, ours.tokenizer, max_batch=1)
+  for i in range(16):
+    alone = single.generate([batch[i]], 16, Sampling(), eos_ids=())
+    assert alone[0].tokens == in_batch[i].tokens == in_batch[i + 16].tokens, i
   sharded = resolve.load(str(smollm2_gguf), mesh=mesh8)
   assert len(sharded.model.layers["wq"][...].sharding.device_set) == 8
   got = Engine(sharded.model, sharded.tokenizer, mesh=mesh8).generate(
@@ -129,8 +131,7 @@ def test_batch_invariance_and_8_device_mesh(ours, smollm2_gguf, engine_prompts, 
   assert [g.tokens for g in got] == [g.tokens for g in in_batch[:16]]
 
 
-@pytest.mark.skipif(not __import__("brd_jax.evaluation.tasks", fromlist=["x"]).default_data_dir()
-                    .exists(), reason="../shared/data/eval is absent")
+@pytest.mark.usefixtures("eval_data")
 def test_eval_accuracy_equals_independent_torch_ranking(ours, theirs, tmp_path):
   """RTE, CB, SST-2: the first 40 of each by default; BRD_EVAL_PARITY_LIMIT=0 checks all."""
   import os

@@ -1,6 +1,7 @@
 """`brd train` end to end in subprocesses: exact resume after SIGKILL, SIGTERM saves, convert to HF."""
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -36,36 +37,85 @@ def _brd_train(workdir, args, env=None, wait=True):
   return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+def _finished_checkpoints(workdir) -> list[int]:
+  """Steps whose checkpoint directory Orbax has committed (renamed from its temporary name)."""
+  d = workdir / "checkpoints"
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def _kill_when(proc, workdir, step, timeout=300):
+  """SIGKILL once this attempt (the one after the events already on record) records STEP or
+  later; returns the last step on record."""
+  attempt = len(metrics.events(workdir))
+  deadline = time.time() + timeout
+  while proc.poll() is None and time.time() < deadline:
+    recs = [r for r in metrics.records(workdir) if r["attempt"] == attempt and "event" not in r]
+    if len(metrics.events(workdir)) > attempt and recs and recs[-1]["step"] >= step:
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  return max((r["step"] for r in metrics.records(workdir) if "event" not in r), default=0)
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, trust):
+  """A 30-step run, and the same run killed with SIGKILL three times at random steps, each time
+  resumed; returns what the test saw at each kill: (last step on record, checkpoints on disk)."""
   root = tmp_path_factory.mktemp("train_cli")
   par_dir, led_dir = brd_corpus.make(root, n_paragraphs=60)
   args = _bindings(par_dir, led_dir, 30)
   full = _brd_train(root / "full", args)
   assert full.returncode == 0, full.stderr[-2000:]
-  killed = _brd_train(root / "resumed", args, env={"BRD_FAULT_AT_STEP": "17"})
-  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-  first_part = metrics.read(root / "resumed")
-  resumed = _brd_train(root / "resumed", args)
+  rng, work, kills = random.Random(17), root / "resumed", []
+  for _ in range(3):
+    start = max(_finished_checkpoints(work), default=0)
+    target = min(29, start + rng.randrange(6, 12))
+    proc = _brd_train(work, args, wait=False)
+    trust.injected()
+    last = _kill_when(proc, work, target)
+    assert proc.returncode == -signal.SIGKILL
+    kills.append((last, _finished_checkpoints(work)))
+  resumed = _brd_train(work, args)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  return root, first_part, par_dir, led_dir
+  return root, kills, par_dir, led_dir, json.loads(resumed.stdout.strip().splitlines()[-1])
 
 
-def test_resume_after_sigkill_repeats_the_same_steps_and_examples(runs):
-  root, first_part, _, _ = runs
-  assert max(r["step"] for r in first_part) == 17
+def test_resume_after_sigkill_restores_the_last_checkpoint_and_redoes_only_later_steps(runs,
+                                                                                       trust):
+  root, kills, _, _, summary = runs
+  recs = metrics.records(root / "resumed")
+  events = [r for r in recs if "event" in r]
+  assert len(events) == 4 and events[0]["event"] == "start"
+  for (last, on_disk), ev in zip(kills, events[1:]):
+    # Each resume restored the newest checkpoint the killed attempt had committed, no older one.
+    if not on_disk:
+      assert ev["event"] == "start"
+      continue
+    assert ev["event"] == "resume"
+    assert ev["restored_step"] == max(on_disk) == ev["batches_consumed"]
+    assert max(on_disk) <= last < max(on_disk) + 2 * 5  # saves every 5 steps
+  assert sum(e["event"] == "resume" for e in events) >= 2
+  assert summary["resumed_from"] == events[-1]["restored_step"]
+  # Each attempt ran exactly the steps after what it restored, in order, and none before it.
+  for a, ev in enumerate(events):
+    steps = [r["step"] for r in recs if r["attempt"] == a and "event" not in r]
+    first = ev.get("restored_step", 0) + 1
+    assert steps == list(range(first, first + len(steps))), (a, steps)
+  assert [r["step"] for r in recs if r["attempt"] == 3 and "event" not in r][-1] == 30
+  # The final record of every step equals the uninterrupted run: same examples, same loss.
   full, resumed = metrics.read(root / "full"), metrics.read(root / "resumed")
   assert [r["step"] for r in full] == list(range(1, 31)) == [r["step"] for r in resumed]
   for a, b in zip(full, resumed):
     assert a["example_ids"] == b["example_ids"], a["step"]
-  a = np.array([r["loss"] for r in full[15:]])
-  b = np.array([r["loss"] for r in resumed[15:]])
-  np.testing.assert_allclose(b, a, rtol=1e-6, atol=0)
-  # The killed run's own steps 16-17 were redone from the step-15 checkpoint, identically.
-  by_step = {r["step"]: r for r in first_part}
-  for s in (16, 17):
-    assert by_step[s]["loss"] == pytest.approx(full[s - 1]["loss"], rel=1e-6)
+  np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in full],
+                             rtol=1e-6, atol=0)
+  # Steps a killed attempt ran past its last checkpoint were redone identically.
+  by_step = {r["step"]: r for r in full}
+  for r in (r for r in recs if "event" not in r and r["attempt"] < 3):
+    assert r["loss"] == pytest.approx(by_step[r["step"]]["loss"], rel=1e-6), r["step"]
   assert (root / "resumed" / "config.gin").exists()
+  trust.survived(len(kills))
 
 
 def test_restore_onto_another_mesh_gives_the_same_params(runs):
@@ -85,7 +135,7 @@ def test_restore_onto_another_mesh_gives_the_same_params(runs):
 
 
 def test_resume_with_a_changed_data_stream_is_refused(runs):
-  root, _, par_dir, led_dir = runs
+  root, _, par_dir, led_dir, _ = runs
   args = _bindings(par_dir, led_dir, 40) + ["--gin", "data.seed=5"]
   r = _brd_train(root / "full", args)
   assert r.returncode == 2
@@ -129,7 +179,7 @@ def test_sigterm_saves_then_exits(tmp_path):
 
 def test_resume_with_changed_ledger_content_is_refused(runs, tmp_path):
   import shutil
-  root, _, par_dir, led_dir = runs
+  root, _, par_dir, led_dir, _ = runs
   work = tmp_path / "work"
   shutil.copytree(root / "full", work)
   edited = tmp_path / "ledger"

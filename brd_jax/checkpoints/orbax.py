@@ -53,6 +53,13 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.mngr.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return list(self.mngr.all_steps())
+
+  def reload(self) -> None:
+    """Re-reads the step list (after a checkpoint directory was moved aside)."""
+    self.mngr.reload()
+
   def save(self, step: int, state: dict, data: dict, meta: dict, force: bool = False) -> bool:
     ocp = _ocp()
     args = ocp.args.Composite(

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pathlib
-import signal
 import time
 
 import gin
@@ -69,6 +67,64 @@ def _save_tokenizer(tok, workdir) -> None:
   tmp.rename(out)
 
 
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+def _resume(ck, workdir, stream: dict, tcfg: TrainConfig, mesh):
+  """Restores the newest checkpoint that reads; None when there is none yet.
+
+  A checkpoint that fails to read (truncated or missing files, broken metadata) is renamed to
+  `<step>.unreadable` with a warning that names it, and the one before it is tried: a preempted
+  run must not die on, nor silently restart from scratch past, a half-written newest save.
+  Returns (step, state, model config, provenance, (bind, tx, shardings), resume event).
+  """
+  set_aside = []
+  for step in sorted(ck.all_steps(), reverse=True):
+    try:
+      meta = ck.meta(step)
+    except (UserError, ValueError, OSError) as e:
+      set_aside.append(_set_aside(ck, step, e))
+      continue
+    changed = {k: (meta["stream"].get(k), v) for k, v in stream.items()
+               if meta["stream"].get(k) != v}
+    if changed:
+      raise UserError(f"{workdir}: resuming needs the same data stream; changed since step "
+                      f"{step}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    cfg = ModelConfig.from_dict(meta["model"])
+    abs_state, bind, tx, shardings = step_lib.abstract_train(cfg, tcfg, mesh)
+    try:
+      state, data_pos = ck.restore(step, abs_state)
+    except Exception as e:  # pylint: disable=broad-except  # tensorstore raises many kinds
+      set_aside.append(_set_aside(ck, step, e))
+      continue
+    if data_pos.get("batches_consumed") != step:
+      raise UserError(f"{workdir}: checkpoint {step} has an inconsistent data position")
+    logging.info("resumed from step %d (%s)", step, ck.dir / str(step))
+    return step, state, cfg, meta["provenance"], (bind, tx, shardings), {
+        "event": "resume", "restored_step": step,
+        "batches_consumed": data_pos["batches_consumed"], "set_aside": set_aside}
+  if set_aside:
+    raise UserError(f"{ck.dir}: no checkpoint could be read (set aside: {', '.join(set_aside)})")
+  return None
+
+
+def _set_aside(ck, step: int, err: Exception) -> str:
+  bad = ck.dir / str(step)
+  aside = ck.dir / f"{step}.unreadable"
+  first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+  logging.warning("checkpoint %s is unreadable (%s); renamed to %s, trying the one before",
+                  bad, first, aside.name)
+  if jax.process_index() == 0:
+    rmtree(aside)
+    bad.rename(aside)
+  _sync(f"set_aside_{step}")
+  ck.reload()
+  return str(bad)
+
+
 def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
           scfg: StudentConfig | None = None, progress: bool = True) -> dict:
   """Trains (or resumes) in WORKDIR; returns a summary. Every setting comes from gin by default."""
@@ -79,40 +135,26 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   workdir.mkdir(parents=True, exist_ok=True)
   ck = orbax.Checkpoints(workdir, tcfg.checkpoint_every, tcfg.keep_checkpoints,
                          tcfg.async_checkpoints, ocdbt=tcfg.checkpoint_ocdbt)
-  start = ck.latest_step()
   stream = {**{k: getattr(dcfg, k) for k in _STREAM_KEYS if hasattr(dcfg, k)},
             "batch_size": tcfg.batch_size, "hosts": jax.process_count(),
             "kd": tcfg.kd_weight > 0,
             # the content of the data, not just its size: a resume must see the same examples
             "data": [dir_fingerprint(dcfg.paragraphs_dir or "-"),
                      dir_fingerprint(dcfg.ledger_dir or "-")]}
-  model = None
-  if start is None:
+  resumed = _resume(ck, workdir, stream, tcfg, mesh)
+  if resumed is None:
     model, cfg, tok, prov = student.init(scfg, mesh, tcfg.seed)
     _save_tokenizer(tok, workdir)
-  else:
-    meta = ck.meta(start)
-    changed = {k: (meta["stream"].get(k), v) for k, v in stream.items()
-               if meta["stream"].get(k) != v}
-    if changed:
-      raise UserError(f"{workdir}: resuming needs the same data stream; changed since step "
-                      f"{start}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-    cfg, prov = ModelConfig.from_dict(meta["model"]), meta["provenance"]
-    from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
-    tok = tkz.from_dir(local_copy(workdir / "tokenizer"))
-
-  # The state-building half (no weights, no data): what `brd plan` compiles against too.
-  abs_state, bind, tx, shardings = step_lib.abstract_train(cfg, tcfg, mesh)
-  if start is None:
+    # The state-building half (no weights, no data): what `brd plan` compiles against too.
+    _, bind, tx, shardings = step_lib.abstract_train(cfg, tcfg, mesh)
     params, _ = build.functional(model)
     del model
     state = step_lib.init_state(tx, params, shardings, mesh)
-    start = 0
+    start, event = 0, {"event": "start"}
   else:
-    state, data_pos = ck.restore(start, abs_state)
-    if data_pos["batches_consumed"] != start:
-      raise UserError(f"{workdir}: checkpoint {start} has an inconsistent data position")
-    logging.info("resumed from step %d", start)
+    start, state, cfg, prov, (bind, tx, shardings), event = resumed
+    from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
+    tok = tkz.from_dir(local_copy(workdir / "tokenizer"))
   if start >= tcfg.steps:
     ck.close()
     return {"steps": start, "resumed_from": start, "workdir": str(workdir)}
@@ -126,9 +168,9 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   step_fn = step_lib.make_train_step(bind, tx, tcfg, mesh, shardings)
   schedule = optim.schedule(tcfg)
   writer = metrics_lib.Writer(workdir, tcfg.tensorboard)
+  writer.event(start, event)  # what a resume restored is on record, not only in a log line
   flops_tok = metrics_lib.flops_per_token(cfg, dcfg.seq_len)
   peak = metrics_lib.peak_flops(override=tcfg.peak_flops_per_device) * mesh.size
-  fault = int(os.environ.get("BRD_FAULT_AT_STEP", "0") or 0)  # fault injection for resume tests
 
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step",
@@ -142,8 +184,19 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         raise UserError("the training data ran out (the mixture is empty?)") from None
       batch = {k: sharding.global_batch(v, mesh) for k, v in local.items()}
       state, m = step_fn(state, batch)
-      if s % tcfg.log_every == 0 or s == tcfg.steps or first or tcfg.log_example_ids:
+      saving = s % tcfg.checkpoint_every == 0 or s == tcfg.steps
+      if s % tcfg.log_every == 0 or s == tcfg.steps or first or tcfg.log_example_ids or saving:
         m = {k: float(v) for k, v in jax.device_get(m).items()}  # waits for the step
+        # A non-finite loss poisons the parameters for good: never save it, stop with the last
+        # good checkpoint on disk. (Checked whenever the loss is fetched, and before every save.)
+        if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+          ck.wait()
+          good = ck.latest_step()
+          ck.close()
+          writer.close()
+          raise UserError(f"step {s}: the loss is {m['loss']} and the gradient norm "
+                          f"{m['grad_norm']}; training stopped, the last good checkpoint is "
+                          f"{f'step {good}' if good is not None else 'none'} in {ck.dir}")
         now = time.perf_counter()
         step_time = (now - t_last) / (s - step_last)
         # Packed batches hold nearly the same number of tokens every step.
@@ -160,10 +213,8 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         t_last, step_last, first = time.perf_counter(), s, False
       bar.update(1)
       stopping = _any_host(stop.requested)
-      if s % tcfg.checkpoint_every == 0 or s == tcfg.steps or stopping:
+      if saving or stopping:
         ck.save(s, state, {"batches_consumed": s}, meta, force=True)
-      if fault and s == fault:
-        os.kill(os.getpid(), signal.SIGKILL)
       if stopping:
         logging.warning("SIGTERM: saved step %d, exiting", s)
         break
@@ -173,4 +224,5 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   writer.close()
   if jax.process_index() == 0:
     metrics_lib.plot(workdir)
-  return {"steps": s, "workdir": str(workdir), "preempted": stopping}
+  return {"steps": s, "workdir": str(workdir), "preempted": stopping,
+          "resumed_from": start if event["event"] == "resume" else None}

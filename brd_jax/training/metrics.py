@@ -62,6 +62,12 @@ class Writer:
         if isinstance(v, (int, float)):
           self._tb.add_scalar(f"train/{k}", v, step)
 
+  def event(self, step: int, values: dict) -> None:
+    """A run's start or resume (what was restored): one record that `read` leaves out."""
+    if self._f is not None:
+      self._f.write(json.dumps({"step": step, **values}) + "\n")
+      self._f.flush()
+
   def close(self) -> None:
     if self._f is not None:
       self._f.close()
@@ -69,17 +75,35 @@ class Writer:
       self._tb.close()
 
 
-def read(workdir) -> list[dict]:
-  """The metrics of a run; for a step logged twice (redone after a crash) the last record wins."""
+def records(workdir) -> list[dict]:
+  """Every record in the order written: steps, and the start / resume events between them. Each
+  carries `attempt`: how many starts and resumes came before it, counting from 0."""
   path = as_path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  by_step = {}
+  out, attempt = [], -1
   for line in path.read_text().splitlines():
-    if line.strip():
+    if not line.strip():
+      continue
+    try:
       rec = json.loads(line)
-      by_step[rec["step"]] = rec
+    except ValueError:  # the torn last line of a killed run
+      continue
+    if "event" in rec:
+      attempt += 1
+    out.append({**rec, "attempt": max(attempt, 0)})
+  return out
+
+
+def read(workdir) -> list[dict]:
+  """The metrics of a run; for a step logged twice (redone after a crash) the last record wins."""
+  by_step = {r["step"]: r for r in records(workdir) if "event" not in r}
   return [by_step[s] for s in sorted(by_step)]
+
+
+def events(workdir) -> list[dict]:
+  """The start and resume records of a run, oldest first."""
+  return [r for r in records(workdir) if "event" in r]
 
 
 def plot(workdir, out: str | pathlib.Path | None = None) -> pathlib.Path:
