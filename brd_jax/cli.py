@@ -519,6 +519,13 @@ def main(argv=None) -> int:
   except KeyboardInterrupt:
     print(f"brd {args.command}: interrupted", file=sys.stderr)
     return 130
+  except OSError as e:  # a full, read-only or missing output location: what and where, no trace
+    if e.errno is None:
+      raise
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"brd {args.command}: error: {where}{e.strerror or e} (errno {e.errno}); work already "
+          f"committed is kept, rerun to continue", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

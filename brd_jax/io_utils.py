@@ -72,7 +72,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "wb") as f:
+    with naming(path), os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
@@ -80,6 +80,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
+    raise
+
+
+@contextlib.contextmanager
+def naming(path):
+  """An OSError raised inside without a file name gets PATH (a write to an open file has none)."""
+  try:
+    yield
+  except OSError as e:
+    if e.errno is not None and not e.filename:
+      raise OSError(e.errno, e.strerror, str(path)) from None
     raise
 
 

@@ -280,3 +280,13 @@ def test_chunks_keep_a_documents_candidates_together_longest_first(monkeypatch):
   assert all(len(c) % 3 == 0 for c in chunks)  # CB: three candidates, never split
   lengths = [len(ctx) for c in chunks for _, (ctx, _) in c]
   assert lengths == sorted(lengths, reverse=True)
+
+
+def test_cache_after_a_torn_write_starts_a_fresh_line(tmp_path):
+  path = tmp_path / "cache.jsonl"
+  cache = harness.Cache(path)
+  cache.add([("a", (-1.0, 1, True))])
+  with open(path, "ab") as f:
+    f.write(b'{"k": "b", "ll": -2.')  # a write cut by a full disk or a kill
+  harness.Cache(path).add([("c", (-3.0, 2, False))])
+  assert harness.Cache(path).data == {"a": (-1.0, 1, True), "c": (-3.0, 2, False)}

@@ -104,3 +104,66 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
   summary = _train(work, corpus, 15, **{"train.log_every": 100})
   assert summary["resumed_from"] == 10 and np.isfinite(metrics.read(work)[-1]["loss"])
   trust.survived()
+
+
+# ---------------------------------------------------------------- a full output location
+# RLIMIT_FSIZE makes every write past N bytes fail with EFBIG, as a full disk fails with ENOSPC
+# (Python ignores SIGXFSZ, so the write raises). Running as root, a read-only directory cannot be
+# simulated by permissions; a file that cannot grow can.
+
+def _file_size_limit(nbytes):
+  import resource  # pylint: disable=import-outside-toplevel
+  return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+
+def _stage_inputs(tmp_path, stage):
+  """(command args for the stage writing into tmp_path/out, a function reading its output)."""
+  if stage == "corpus":
+    from test_corpus import cc100_text  # pylint: disable=import-outside-toplevel
+    (tmp_path / "in.txt").write_text(cc100_text(400, seed=2))
+    from brd_jax.corpus import stage as corpus_stage  # pylint: disable=import-outside-toplevel
+    return (["corpus", "--workdir", tmp_path / "out", "--input", tmp_path / "in.txt",
+             "--gin", "corpus.decontaminate=()", "--gin", "corpus.chunk_docs=50"],
+            lambda d: list(corpus_stage.read_paragraphs(d / "paragraphs")))
+  if stage == "generate":
+    import tiny_teacher  # pylint: disable=import-outside-toplevel
+    from test_generate import GIN, content, write_paragraphs  # pylint: disable=import-outside-toplevel
+    pars = write_paragraphs(tmp_path / "paragraphs", 12)
+    teacher = tiny_teacher.make(tmp_path / "teacher")
+    return (["generate", "--paragraphs", pars, "--ledger", tmp_path / "out", "--teacher", teacher,
+             *GIN], content)
+  import hf_tiny  # pylint: disable=import-outside-toplevel
+  from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=import-outside-toplevel
+  hf_tiny.gpt2(tmp_path / "m")
+  _tiny_tokenizer(tmp_path / "m")
+  _write_tiny_data(tmp_path / "data")
+  return (["eval", "--model", tmp_path / "m", "--tasks", "rte,sst2", "--out", tmp_path / "out",
+           "--data_dir", tmp_path / "data"],
+          lambda d: {t: {k: v for k, v in r.items() if k in ("acc", "acc_norm", "n")} for t, r in
+                     json.loads((d / "results.json").read_text())["tasks"].items()})
+
+
+@pytest.mark.parametrize("stage, limit", [("corpus", 20_000), ("generate", 1_500), ("eval", 900)])
+def test_full_disk_is_one_line_leaves_no_torn_file_and_a_rerun_completes(tmp_path, stage, limit,
+                                                                         trust):
+  from cli_run import ROOT, brd, brd_cmd  # pylint: disable=import-outside-toplevel
+  args, output = _stage_inputs(tmp_path, stage)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "MPLCONFIGDIR": str(tmp_path / "mpl")}
+  ref = brd(*[str(a).replace(str(tmp_path / "out"), str(tmp_path / "ref")) for a in args],
+            "--no_progress", env=env)
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  trust.injected()
+  r = subprocess.run(brd_cmd(*args, "--no_progress"), cwd=ROOT, env=env, capture_output=True,
+                     text=True, preexec_fn=_file_size_limit(limit), timeout=600)
+  lines = [l for l in r.stderr.splitlines() if l.strip()]
+  assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+  assert lines[0].startswith(f"brd {stage}: error: {tmp_path / 'out'}") and \
+      "File too large" in lines[0], lines[0]
+  assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".tmp")]
+  again = brd(*args, "--no_progress", env=env)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert output(tmp_path / "out") == output(tmp_path / "ref")
+  if stage == "eval":  # the cache lines written before the failure were kept and used
+    done = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]
+    assert 0 < sum(t["scored_now"] for t in done.values()) < 22
+  trust.survived()

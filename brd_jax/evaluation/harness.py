@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from brd_jax.evaluation import tasks as tasks_lib
-from brd_jax.io_utils import ObjectAppender, as_path, atomic_write_text, is_url
+from brd_jax.io_utils import ObjectAppender, as_path, atomic_write_text, is_url, naming
 
 RULES = ("acc_mean_token", "acc", "acc_norm")
 CHUNK_CHARS = 200_000  # ~50k tokens, a minute or two on a CPU: the work a killed run can lose
@@ -51,8 +51,11 @@ class Cache:
       self._object.flush(force=True)
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write("".join(lines))
+    with naming(self.path), open(self.path, "a+b") as f:
+      end = f.seek(0, os.SEEK_END)
+      torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"  # writes go to the end
+      # after a failed or killed write, start a fresh line so the torn one stays one bad line
+      f.write((("\n" if torn else "") + "".join(lines)).encode("utf-8"))
       f.flush()
       os.fsync(f.fileno())
 
