@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -22,9 +23,11 @@ def _number(kind, low, low_open=False, high=None):
       v = kind(text)
     except ValueError:
       raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if not math.isfinite(v):  # nan passes every comparison below
+      raise argparse.ArgumentTypeError(f"{text.strip()} is not a finite number")
     if (v <= low if low_open else v < low) or (high is not None and v > high):
       rng = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-      raise argparse.ArgumentTypeError(f"{text} must be {rng}")
+      raise argparse.ArgumentTypeError(f"{text.strip()} must be {rng}")
     return v
   return parse
 

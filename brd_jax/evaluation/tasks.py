@@ -63,30 +63,49 @@ def _find(data_dir: pathlib.Path, task: str, names) -> pathlib.Path:
                   "(point --data_dir at a folder with the official files)")
 
 
-_NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
+# Every label a file may hold, per task, and its answer index (names, numbers, numbers as text);
+# anything else is an error, not a silent guess.
+_NAMES = {"rte": ("entailment", "not_entailment"), "cb": ("entailment", "contradiction", "neutral"),
+          "boolq": ("false", "true"), "sst2": ("negative", "positive"),
+          "xnli": ("entailment", "neutral", "contradiction"),
+          "pawsx": ("different", "paraphrase")}
+
+
+def _gold(task: str, label) -> int:
+  names = _NAMES[task]
+  if isinstance(label, bool):
+    label = int(label)
+  if isinstance(label, float) and label.is_integer():
+    label = int(label)
+  if isinstance(label, str):
+    text = label.strip()
+    if text.lower() in names and (task == "boolq" or text == text.lower()):
+      return names.index(text.lower())
+    label = int(text) if text.isdigit() else label
+  if isinstance(label, int) and 0 <= label < len(names):
+    return label
+  raise ValueError(f"unknown label {label!r} (expected one of {', '.join(names)} or 0-"
+                   f"{len(names) - 1})")
 
 
 def rte_docs(rows):
-  gold = lambda lab: 0 if lab in ("entailment", 0) else 1
   return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']} True or False?\nAnswer:",
-              [" True", " False"], gold(r["label"])) for r in rows]
+              [" True", " False"], _gold("rte", r["label"])) for r in rows]
 
 
 def cb_docs(rows):
-  order = {"entailment": 0, "contradiction": 1, "neutral": 2}
   return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']}. True, False, or Neither?\nAnswer:",
-              [" True", " False", " Neither"],
-              order[r["label"]] if isinstance(r["label"], str) else r["label"]) for r in rows]
+              [" True", " False", " Neither"], _gold("cb", r["label"])) for r in rows]
 
 
 def boolq_docs(rows):
   return [Doc(f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:", [" no", " yes"],
-              int(r["label"] in (True, 1, "true", "True"))) for r in rows]
+              _gold("boolq", r["label"])) for r in rows]
 
 
 def sst2_docs(rows):  # the sentence as GLUE has it, with its trailing space (as lm-eval keeps it)
   return [Doc(f"{r['sentence']}\nQuestion: Is this sentence positive or negative?\n"
-              "Answer:", [" negative", " positive"], int(r["label"])) for r in rows]
+              "Answer:", [" negative", " positive"], _gold("sst2", r["label"])) for r in rows]
 
 
 def _xnli_doc(premise, hypothesis, gold):
@@ -94,7 +113,7 @@ def _xnli_doc(premise, hypothesis, gold):
 
 
 def xnli_docs(rows):  # HF schema: premise, hypothesis, label (0 ent, 1 neu, 2 con)
-  return [_xnli_doc(r["premise"], r["hypothesis"], int(r["label"])) for r in rows]
+  return [_xnli_doc(r["premise"], r["hypothesis"], _gold("xnli", r["label"])) for r in rows]
 
 
 # lm-eval's PAWS-X detokenisation: these joins, then no space before ' . or ,
@@ -118,8 +137,8 @@ def pawsx_docs(rows):
     s1, s2 = _detokenize(r["sentence1"]), _detokenize(r["sentence2"])
     s1 = s1[:-1] if s1.endswith((".", ",", ";")) else s1
     s2 = s2[:1].lower() + s2[1:]
-    docs.append(Doc("", [f"{s1}, right? No, {s2}", f"{s1}, right? Yes, {s2}"], int(r["label"]),
-                    delimiter=""))
+    docs.append(Doc("", [f"{s1}, right? No, {s2}", f"{s1}, right? Yes, {s2}"],
+                    _gold("pawsx", r["label"]), delimiter=""))
   return docs
 
 
@@ -151,9 +170,9 @@ def rows_xnli(d):
   if rows and "gold_label" in rows[0]:  # official: language, gold_label, ..., sentence1, sentence2
     col = {n: i for i, n in enumerate(rows[0])}
     return [{"premise": r[col["sentence1"]], "hypothesis": r[col["sentence2"]],
-             "label": _NLI3[r[col["gold_label"]]]}
+             "label": r[col["gold_label"]]}
             for r in rows[1:] if r and r[col["language"]] == "en"]
-  return [{"premise": r[0], "hypothesis": r[1], "label": _NLI3[r[2].strip()]}  # XTREME
+  return [{"premise": r[0], "hypothesis": r[1], "label": r[2]}  # XTREME
           for r in rows if len(r) == 3]
 
 
@@ -187,7 +206,7 @@ def _decode(v):
 def load_dataset_source(task: str, source: str) -> list[Doc]:
   """`hf` (HF hub names, online), `hf:DIR` (DIR/<task> saved with `save_to_disk`),
   `tfds` or `tfds:DATA_DIR` (prepared TFDS builders; GLUE / SuperGLUE tasks)."""
-  return DATASETS[task][2](dataset_rows(task, source))
+  return docs_of(task, dataset_rows(task, source), source)
 
 
 def dataset_rows(task: str, source: str, split: str | None = None) -> list[dict]:
@@ -275,7 +294,24 @@ DOCS = {"rte": rte_docs, "cb": cb_docs, "boolq": boolq_docs, "sst2": sst2_docs,
 INPUT_FIELDS = {"rte": ("premise", "hypothesis"), "cb": ("premise", "hypothesis"),
                 "boolq": ("passage", "question"), "sst2": ("sentence",),
                 "xnli": ("premise", "hypothesis"), "pawsx": ("sentence1", "sentence2")}
-LOADERS = {t: (lambda d, t=t: DOCS[t](ROWS[t](d))) for t in ROWS}
+
+
+def docs_of(task: str, rows: list, where) -> list[Doc]:
+  """DOCS[task] row by row, so a bad example is named: `where, example N: what is wrong`."""
+  out = []
+  for i, r in enumerate(rows):
+    try:
+      if not isinstance(r, dict):
+        raise ValueError(f"not an object but {type(r).__name__}")
+      out.extend(DOCS[task]([r]))
+    except KeyError as e:
+      raise UserError(f"task {task}: {where}, example {i + 1}: no field {e}") from None
+    except (ValueError, TypeError, AttributeError, IndexError) as e:
+      raise UserError(f"task {task}: {where}, example {i + 1}: {e}") from None
+  return out
+
+
+LOADERS = {t: (lambda d, t=t: docs_of(t, ROWS[t](d), pathlib.Path(d) / t)) for t in ROWS}
 
 
 def is_known(task: str) -> bool:
