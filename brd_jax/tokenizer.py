@@ -115,9 +115,12 @@ class Tokenizer:
     env = sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                                 undefined=jinja2.ChainableUndefined)
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt,
-        bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+    try:
+      return env.from_string(template).render(
+          messages=messages, add_generation_prompt=add_generation_prompt,
+          bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+    except jinja2.TemplateError as e:  # syntax errors, and what the sandbox refused
+      raise UserError(f"chat template: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
   # --- persistence -----------------------------------------------------------------------------
   def save(self, out_dir: str | pathlib.Path) -> None:
