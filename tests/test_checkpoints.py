@@ -124,11 +124,14 @@ def write_tiny_gguf(path, ref, types):
   w.close()
 
 
-def test_gguf_import_all_quant_types_matches_transformers(tmp_path):
+@pytest.mark.parametrize("kind", ["quantised", "bf16"])
+def test_gguf_import_all_quant_types_matches_transformers(tmp_path, kind):
   from gguf import GGMLQuantizationType as Q
   ref = hf_tiny.llama(tmp_path / "src")
   types = {"attn_q": Q.F16, "attn_k": Q.Q8_0, "attn_v": Q.Q4_0, "attn_output": Q.Q4_1,
            "ffn_gate": Q.Q8_0, "ffn_up": Q.Q4_0, "ffn_down": Q.Q4_1, "output": Q.F16}
+  if kind == "bf16":  # every matrix BF16, as llama.cpp's convert writes a bf16 model
+    types = {k: Q.BF16 for k in types}
   write_tiny_gguf(tmp_path / "tiny.gguf", ref, types)
   model, cfg, _ = gguf_ckpt.import_file(tmp_path / "tiny.gguf")
   assert (cfg.n_heads, cfg.n_kv_heads, cfg.tie_embeddings) == (4, 2, False)

@@ -227,3 +227,47 @@ def test_consistent_flag_names_keep_their_old_spellings():
   assert (a.out, a.batch_size) == ("f.json", 4)
   a = parse(["bench", "decode", "--out", "f.json", "--batch_size", "4"])
   assert (a.out, a.batch_size) == ("f.json", 4)
+
+
+def test_complete_prints_transformers_greedy_text_and_cuts_at_a_stop_string(tmp_path, capsys):
+  """The plain path (`--prompt`, no chat) against HF generate on the same weights; then a stop
+  string taken from that completion ends the text just before it."""
+  import tiny_teacher
+  import torch
+  import transformers
+  teacher = tiny_teacher.make(tmp_path / "t", seed=3)
+  prompt, new = "The museum in Oslo", 12
+  tok = transformers.AutoTokenizer.from_pretrained(teacher)
+  ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+  hf = transformers.AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32).eval()
+  with torch.no_grad():
+    out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                      do_sample=False, eos_token_id=1, pad_token_id=0)[0, ids.shape[1]:]
+  want = tok.decode(out, skip_special_tokens=True)
+  assert cli.main(["complete", "--model", str(teacher), "--prompt", prompt, "--max_new_tokens",
+                   str(new)]) == 0
+  got = capsys.readouterr().out.rstrip("\n")
+  assert got == want and len(want) >= 6, (got, want)
+  stop = want[3:5]
+  assert cli.main(["complete", "--model", str(teacher), "--prompt", prompt, "--max_new_tokens",
+                   str(new), "--stop", stop]) == 0
+  assert capsys.readouterr().out.rstrip("\n") == want[:want.index(stop)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what, args, keys", [
+    ("decode", ["--batch_size", "2", "--repeats", "1"], ("agreement",)),
+    ("train", ["--batch_size", "2", "--seq_len", "16", "--steps", "2"], ()),
+    ("corpus", ["--mb", "0.3", "--processes", "1"], ("blingfire", "pysbd")),
+])
+def test_every_bench_runs_on_a_tiny_setup_and_reports_a_ratio(tmp_path, what, args, keys):
+  """Smoke runs (not timings): each bench measures both sides and writes the shared shape."""
+  import tiny_teacher
+  model = [] if what == "corpus" else ["--model", str(tiny_teacher.make(tmp_path / "t"))]
+  r = _brd("bench", what, *model, *args, "--out", str(tmp_path / "b.json"), timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.loads((tmp_path / "b.json").read_text())
+  assert res["project"] > 0 and res["peer"] > 0
+  assert res["ratio"] == pytest.approx(res["project"] / res["peer"])
+  assert all(k in res for k in keys), sorted(res)
+  assert "ratio (project / peer)" in r.stdout
