@@ -67,14 +67,15 @@ class _CountingScorer:
 
 
 @needs_data
-def test_killed_eval_resumes_from_cache_with_identical_results(tmp_path, monkeypatch):
-  monkeypatch.setattr(harness, "CHUNK_CHARS", 4000)
-  full = harness.evaluate(_CountingScorer(), "fp", ["sst2"], tmp_path / "a", limit=300)
+def test_killed_eval_resumes_from_cache_with_identical_results(tmp_path):
+  full = harness.evaluate(_CountingScorer(), "fp", ["sst2"], tmp_path / "a", limit=300,
+                          chunk_chars=4000)
   dying = _CountingScorer(die_after=3)
   with pytest.raises(KeyboardInterrupt):
-    harness.evaluate(dying, "fp", ["sst2"], tmp_path / "b", limit=300)
+    harness.evaluate(dying, "fp", ["sst2"], tmp_path / "b", limit=300, chunk_chars=4000)
   resumed_scorer = _CountingScorer()
-  again = harness.evaluate(resumed_scorer, "fp", ["sst2"], tmp_path / "b", limit=300)
+  again = harness.evaluate(resumed_scorer, "fp", ["sst2"], tmp_path / "b", limit=300,
+                           chunk_chars=4000)
   assert 0 < dying.scored < 600 and again["sst2"]["scored_now"] == 600 - dying.scored
   for k in ("acc", "acc_norm", "acc_mean_token", "n"):
     assert again["sst2"][k] == full["sst2"][k]
@@ -272,10 +273,9 @@ def test_hf_saved_datasets_give_the_same_docs_as_the_files(tmp_path, eval_data):
 
 
 @needs_data
-def test_chunks_keep_a_documents_candidates_together_longest_first(monkeypatch):
-  monkeypatch.setattr(harness, "CHUNK_CHARS", 3000)
+def test_chunks_keep_a_documents_candidates_together_longest_first():
   docs = tasks.load("cb", None)
-  chunks = harness._chunks(docs, harness.Cache(pathlib.Path("/nonexistent/cache.jsonl")))
+  chunks = harness._chunks(docs, harness.Cache(pathlib.Path("/nonexistent/cache.jsonl")), 3000)
   assert len(chunks) > 3 and sum(map(len, chunks)) == 3 * len(docs)
   assert all(len(c) % 3 == 0 for c in chunks)  # CB: three candidates, never split
   lengths = [len(ctx) for c in chunks for _, (ctx, _) in c]

@@ -167,3 +167,56 @@ def test_full_disk_is_one_line_leaves_no_torn_file_and_a_rerun_completes(tmp_pat
     done = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]
     assert 0 < sum(t["scored_now"] for t in done.values()) < 22
   trust.survived()
+
+
+# ---------------------------------------------------------------- brd eval killed
+
+def test_brd_eval_killed_three_times_then_finished_scores_each_request_once(tmp_path, trust):
+  import random  # pylint: disable=import-outside-toplevel
+  import hf_tiny  # pylint: disable=import-outside-toplevel
+  from cli_run import ROOT, brd, brd_cmd  # pylint: disable=import-outside-toplevel
+  from test_evaluation import _tiny_tokenizer  # pylint: disable=import-outside-toplevel
+  hf_tiny.gpt2(tmp_path / "m")
+  _tiny_tokenizer(tmp_path / "m")
+  (tmp_path / "data" / "sst2").mkdir(parents=True)
+  rng = random.Random(4)
+  words = "the sky is blue and a film was good bad long short".split()
+  (tmp_path / "data" / "sst2" / "dev.tsv").write_text("sentence\tlabel\n" + "".join(
+      f"{' '.join(rng.choices(words, k=rng.randrange(3, 12)))} {i}\t{i % 2}\n" for i in range(160)))
+  args = ["eval", "--model", tmp_path / "m", "--tasks", "sst2", "--data_dir", tmp_path / "data",
+          "--gin", "eval.chunk_chars=300", "--no_progress"]
+  ref = brd(*args, "--out", tmp_path / "ref")
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  work = tmp_path / "killed"
+
+  def cache_lines():
+    files = list((work / "cache").glob("*.jsonl")) if (work / "cache").is_dir() else []
+    return files[0].read_text().splitlines() if files else []
+  kills = 0
+  for _ in range(3):
+    target = len(cache_lines()) + rng.randrange(4, 40)
+    proc = subprocess.Popen(brd_cmd(*args, "--out", work), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and len(cache_lines()) < target:
+      time.sleep(0.01)
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      kills += 1
+      trust.injected()
+    proc.wait()
+  assert kills >= 2 and not (work / "results.json").exists()
+  before = {json.loads(l)["k"] for l in cache_lines() if l.endswith("}")}
+  done = brd(*args, "--out", work)
+  assert done.returncode == 0, done.stderr[-2000:]
+  res = json.loads((work / "results.json").read_text())["tasks"]["sst2"]
+  want = json.loads((tmp_path / "ref" / "results.json").read_text())["tasks"]["sst2"]
+  for k in ("acc", "acc_norm", "acc_mean_token", "n"):
+    assert res[k] == want[k], k
+  # Nothing lost, nothing scored twice: the final run scored exactly what the killed ones had
+  # not committed, and every committed line holds a distinct request.
+  keys = [json.loads(l)["k"] for l in cache_lines() if l.endswith("}")]
+  assert len(keys) == len(set(keys)) == 320 and res["scored_now"] == 320 - len(before)
+  assert 0 < len(before) < 320
+  trust.survived(kills)

@@ -17,3 +17,4 @@ class EvalConfig:
   log_samples: bool = False      # samples_<task>.jsonl (per-document log-likelihoods)
   reference_model: str = ""      # a teacher sharing the tokenizer: CE / KL to it
   token_budget: int = 4096       # tokens per scoring batch
+  chunk_chars: int = 200_000     # characters of requests per cache commit: what a kill can lose

@@ -86,9 +86,10 @@ def score_docs(docs, lls, ntoks) -> dict:
   return out
 
 
-def _chunks(docs, cache: Cache) -> list[list[tuple[str, tuple[str, str]]]]:
+def _chunks(docs, cache: Cache, chunk_chars: int = CHUNK_CHARS
+            ) -> list[list[tuple[str, tuple[str, str]]]]:
   """The uncached requests, longest documents first, a document's candidates together, cut at
-  document boundaries every CHUNK_CHARS: the scorer then packs rows of similar length and shares
+  document boundaries every `chunk_chars`: the scorer then packs rows of similar length and shares
   each question's prefix (request-hash order would scatter both)."""
   order = sorted(docs, key=lambda d: -(len(d.context) + max(map(len, d.choices))))
   chunks, chunk, chars, seen = [], [], 0, set()
@@ -99,7 +100,7 @@ def _chunks(docs, cache: Cache) -> list[list[tuple[str, tuple[str, str]]]]:
         seen.add(k)
         chunk.append((k, (d.context, c)))
         chars += len(d.context) + len(c)
-    if chars >= CHUNK_CHARS:
+    if chars >= chunk_chars:
       chunks.append(chunk)
       chunk, chars = [], 0
   return chunks + [chunk] if chunk else chunks
@@ -107,7 +108,7 @@ def _chunks(docs, cache: Cache) -> list[list[tuple[str, tuple[str, str]]]]:
 
 def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit=None,
              log_samples: bool = False, progress_factory=None, divergence=None,
-             num_fewshot: int = 0) -> dict:
+             num_fewshot: int = 0, chunk_chars: int = CHUNK_CHARS) -> dict:
   """Scores each task (resuming from the cache); with `divergence` (a `Divergence` over the
   student and a reference model) also the teacher-student CE / KL over context + gold answer."""
   out_dir = as_path(out_dir)
@@ -117,7 +118,7 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
     pool = tasks_lib.load(task, data_dir)
     docs = tasks_lib.fewshot(pool, num_fewshot)[:limit] if num_fewshot else pool[:limit or None]
     t0 = time.perf_counter()
-    chunks = _chunks(docs, cache)
+    chunks = _chunks(docs, cache, chunk_chars)
     n_todo = sum(map(len, chunks))
     bar = progress_factory(task, n_todo) if progress_factory else None
     for chunk in chunks:

@@ -17,8 +17,9 @@ def check(cfg: EvalConfig) -> None:
                       f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
   if not cfg.tasks:
     raise UserError("eval.tasks is empty")
-  if cfg.num_fewshot < 0 or cfg.limit < 0 or cfg.token_budget <= 0:
-    raise UserError("eval.num_fewshot and eval.limit must be >= 0, eval.token_budget > 0")
+  if cfg.num_fewshot < 0 or cfg.limit < 0 or cfg.token_budget <= 0 or cfg.chunk_chars <= 0:
+    raise UserError("eval.num_fewshot and eval.limit must be >= 0, eval.token_budget and "
+                    "eval.chunk_chars > 0")
   for t in cfg.tasks:
     tasks_lib.load(t, cfg.data_dir or None, 1)
 
@@ -49,7 +50,7 @@ def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
       scorer, loaded.fingerprint, list(cfg.tasks), out, cfg.data_dir or None, cfg.limit or None,
       cfg.log_samples,
       (lambda task, n: tqdm(total=n, desc=task, unit="req")) if progress else None,
-      divergence, cfg.num_fewshot)
+      divergence, cfg.num_fewshot, cfg.chunk_chars)
   report.write(out, name or (model if isinstance(model, str) else loaded.source), results,
                {"fingerprint": loaded.fingerprint, "limit": cfg.limit or None,
                 "num_fewshot": cfg.num_fewshot, "reference_model": cfg.reference_model or None})
