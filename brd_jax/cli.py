@@ -7,7 +7,7 @@ import math
 import os
 import sys
 
-from brd_jax.errors import UserError
+from brd_jax.errors import Preempted, UserError
 
 class _Parser(argparse.ArgumentParser):
   def error(self, message):
@@ -519,6 +519,9 @@ def main(argv=None) -> int:
     print(f"brd {args.command}: error: {str(e).splitlines()[0] if str(e) else e}",
           file=sys.stderr)
     return 2
+  except Preempted as e:  # SIGTERM: committed work is kept; a clean stop, not a failure
+    print(f"brd {args.command}: {e}", file=sys.stderr)
+    return 0
   except KeyboardInterrupt:
     print(f"brd {args.command}: interrupted", file=sys.stderr)
     return 130

@@ -15,9 +15,10 @@ import time
 
 import gin
 
-from brd_jax import sharding
-from brd_jax.errors import UserError
+from brd_jax import preemption, sharding
+from brd_jax.errors import Preempted, UserError
 from brd_jax.io_utils import as_path, atomic_write_text, content_digest, dir_fingerprint
+from brd_jax.preemption import SigtermFlag
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class Stages:
     print(f"[pipeline] {name} ...", flush=True)
     t0 = time.time()
     summary = fn()
+    if preemption.requested() or isinstance(summary, dict) and (
+        summary.get("preempted") or summary.get("stopped")):
+      # The stage saved its progress and stopped early: not done, so not recorded as done.
+      raise Preempted(f"SIGTERM during {name}: its progress is saved; rerun to continue")
     rec = {"stage": name, "fingerprint": fingerprint, "summary": summary,
            "seconds": round(time.time() - t0, 2)}
     atomic_write_text(self.dir / f"{name}.json", json.dumps(rec, indent=1, default=str))
@@ -68,7 +73,13 @@ class Stages:
 
 
 def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> dict:
-  """Runs (or resumes, or confirms) every stage; returns the path of the report and stage times."""
+  """Runs (or resumes, or confirms) every stage; returns the path of the report and stage times.
+  On SIGTERM the stage in hand saves what it has and `Preempted` ends the run (exit 0)."""
+  with SigtermFlag():  # a signal between stages, or in a stage's own flag, reaches this one too
+    return _run(workdir, mesh, data_dir, progress)
+
+
+def _run(workdir, mesh, data_dir, progress) -> dict:
   # pylint: disable=import-outside-toplevel
   from brd_jax.behaviors import generate
   from brd_jax.behaviors.config import GenerateConfig

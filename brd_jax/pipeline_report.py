@@ -54,10 +54,11 @@ def _table(results, tasks, rule) -> list[str]:
 
 
 def _train_stats(workdir: pathlib.Path, name: str) -> dict:
-  path = workdir / f"train_{name}" / "metrics.jsonl"
-  if not path.exists():
+  from brd_jax.training import metrics  # pylint: disable=import-outside-toplevel
+  # one record per step (a step redone after a resume counts once), without start/resume events
+  recs = metrics.read(workdir / f"train_{name}")
+  if not recs:
     return {}
-  recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
   steady = [r for r in recs if not r.get("includes_compile")]
   mean = lambda k: float(np.mean([r[k] for r in steady if k in r])) if any(
       k in r for r in steady) else None

@@ -103,7 +103,10 @@ def _tables(report: str) -> str:
 
 
 @pytest.mark.slow
-def test_pipeline_killed_in_every_stage_then_rerun_gives_the_same_report(tiny_setup, reference):
+def test_pipeline_killed_in_every_stage_then_rerun_gives_the_same_report(tiny_setup, reference,
+                                                                          trust):
+  """SIGKILL in five stages, SIGTERM in three (a clean stop: exit 0, the stage not recorded as
+  done), then one rerun."""
   import random
   import signal
   import threading
@@ -112,29 +115,44 @@ def test_pipeline_killed_in_every_stage_then_rerun_gives_the_same_report(tiny_se
   work, rng = root / "killed", random.Random(0)
   stages = ["corpus", "generate", "train_brd", "train_corpus_only", "eval_teacher",
             "eval_student_init", "eval_student_brd", "eval_student_corpus_only"]
+  term = {"generate", "train_brd", "eval_student_brd"}
   killed_in = []
   for stage in stages:
     proc = subprocess.Popen([sys.executable, "-m", "brd_jax.cli", "pipeline", "--workdir",
                              str(work), "--gin_file", str(gin), "--no_progress"], cwd=ROOT,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    seen, started = threading.Event(), []
+                            stderr=subprocess.PIPE, text=True)
+    seen, started, lines = threading.Event(), [], []
 
-    def watch(p=proc, s=stage, ev=seen, flag=started):
+    def watch(p=proc, s=stage, ev=seen, flag=started, out=lines):
       for line in p.stdout:
+        out.append(line.strip())
         if line.startswith(f"[pipeline] {s} ..."):
           flag.append(True)
           ev.set()
       ev.set()  # the process ended first
-    threading.Thread(target=watch, daemon=True).start()
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
     seen.wait(timeout=300)
     if started:
       time.sleep(rng.random() * 3)  # somewhere inside the stage
     if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL)
+      sig = signal.SIGTERM if stage in term else signal.SIGKILL
+      proc.send_signal(sig)
+      trust.injected()
       killed_in.append(stage)
+      err = proc.communicate()[1]
+      reader.join()
+      if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err[-3000:]
+        running = [l.split()[1] for l in lines if l.endswith(" ...")][-1]
+        assert f"SIGTERM during {running}" in err, err[-3000:]
+        assert not (work / "stages" / f"{running}.json").exists()  # stopped early: not done
+      else:
+        assert proc.returncode == -signal.SIGKILL
     proc.wait()
-  assert len(killed_in) >= 6, killed_in
+  assert len(killed_in) >= 6 and term & set(killed_in), killed_in
   r = brd("pipeline", "--workdir", work, "--gin_file", gin, "--no_progress")
   assert r.returncode == 0, r.stderr[-4000:]
   assert _tables((work / "report.md").read_text()) == _tables((ref / "report.md").read_text())
+  trust.survived(len(killed_in))

@@ -220,3 +220,55 @@ def test_brd_eval_killed_three_times_then_finished_scores_each_request_once(tmp_
   assert len(keys) == len(set(keys)) == 320 and res["scored_now"] == 320 - len(before)
   assert 0 < len(before) < 320
   trust.survived(kills)
+
+
+# ---------------------------------------------------------------- SIGTERM in corpus and eval
+
+@pytest.mark.parametrize("stage", ["corpus", "eval"])
+def test_sigterm_commits_stops_with_exit_0_and_a_rerun_completes(tmp_path, stage, trust):
+  from cli_run import ROOT, brd, brd_cmd  # pylint: disable=import-outside-toplevel
+  if stage == "corpus":
+    from test_corpus import cc100_text  # pylint: disable=import-outside-toplevel
+    (tmp_path / "in.txt").write_text(cc100_text(3000, seed=6))
+    args = ["corpus", "--input", tmp_path / "in.txt", "--gin", "corpus.decontaminate=()",
+            "--gin", "corpus.chunk_docs=40", "--workdir"]
+    progress = lambda w: len(list(w.glob("parts/*/p0000/chunk-*.json")))
+    result = lambda w: (w / "paragraphs" / "shard-00000.jsonl").read_text()
+  else:
+    import hf_tiny  # pylint: disable=import-outside-toplevel
+    from test_evaluation import _tiny_tokenizer  # pylint: disable=import-outside-toplevel
+    hf_tiny.gpt2(tmp_path / "m")
+    _tiny_tokenizer(tmp_path / "m")
+    (tmp_path / "data" / "sst2").mkdir(parents=True)
+    (tmp_path / "data" / "sst2" / "dev.tsv").write_text("sentence\tlabel\n" + "".join(
+        f"the film {i} was {'good' if i % 3 else 'long and bad'}\t{i % 2}\n" for i in range(200)))
+    args = ["eval", "--model", tmp_path / "m", "--tasks", "sst2", "--data_dir", tmp_path / "data",
+            "--gin", "eval.chunk_chars=200", "--out"]
+    progress = lambda w: sum(len(p.read_text().splitlines()) for p in w.glob("cache/*.jsonl"))
+    result = lambda w: {k: v for k, v in json.loads((w / "results.json").read_text())[
+        "tasks"]["sst2"].items() if k in ("acc", "acc_norm", "acc_mean_token", "n")}
+  ref = brd(*args, tmp_path / "ref", "--no_progress")
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  work = tmp_path / "w"
+  proc = subprocess.Popen(brd_cmd(*args, work, "--no_progress"), cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline and progress(work) < 2:
+    time.sleep(0.01)
+  assert proc.poll() is None, "finished before the signal: make the input larger"
+  proc.send_signal(signal.SIGTERM)
+  trust.injected()
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert f"brd {stage}: SIGTERM" in err and "rerun to continue" in err, err[-3000:]
+  done_before = progress(work)
+  assert done_before >= 2
+  assert not (work / "paragraphs").exists() and not (work / "results.json").exists()
+  again = brd(*args, work, "--no_progress")
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert result(work) == result(tmp_path / "ref")
+  if stage == "eval":  # what was cached before the signal was not scored again
+    assert json.loads((work / "results.json").read_text())["tasks"]["sst2"]["scored_now"] == \
+        400 - done_before
+  trust.survived()

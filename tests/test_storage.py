@@ -79,7 +79,7 @@ def test_pipeline_with_its_workdir_on_gcs_resumes_and_writes_nothing_locally(
   import fsspec
   fs = fsspec.filesystem("gs", skip_instance_cache=True)
   metrics = [json.loads(l) for l in fs.cat("brd/run/train_brd/metrics.jsonl").decode().splitlines()]
-  assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+  assert metrics[0]["event"] == "start" and [m["step"] for m in metrics[1:]] == [1, 2, 3, 4]
   stages = {k: json.loads(fs.cat(f"brd/run/stages/{k}.json"))["seconds"]
             for k in ("corpus", "generate", "train_brd")}
 

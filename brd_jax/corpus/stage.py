@@ -30,7 +30,8 @@ from brd_jax.corpus import filters, ngrams, readers
 from brd_jax.corpus import split as split_lib
 from brd_jax.corpus.config import CorpusConfig
 from brd_jax.corpus.dedup import Deduper, Signer
-from brd_jax.errors import UserError
+from brd_jax.errors import Preempted, UserError
+from brd_jax.preemption import SigtermFlag
 from brd_jax.io_utils import (as_path, atomic_write_bytes, atomic_write_text, content_digest,
                               file_lock, is_url, rmtree)
 
@@ -216,21 +217,27 @@ def _phase1(cfg, sources, part, n, i, eval_texts, progress):
       collections.Counter(), collections.Counter(), 0, time.time()
   docs_in_chunk = kept = 0
   past_skip = skip == 0
-  for k, (pos, doc_id, paras) in enumerate(_stream(cfg, sources, n, i, counts)):
-    if k < skip:  # committed before a restart: read past, do not redo
-      counts.clear()
-      continue
-    past_skip = True
-    nbytes += sum(len(p) for p in paras)
-    recs.extend(proc.document(pos, doc_id, paras, counts, decontam))
-    docs_in_chunk += 1
-    bar.update(1)
-    if docs_in_chunk == cfg.chunk_docs:
-      kept += len(recs)
-      _commit_chunk(part, chunk, recs, counts, decontam, docs_in_chunk, nbytes, time.time() - t0)
-      bar.set_postfix(kept=kept, mb_per_s=f"{nbytes / 1e6 / max(time.time() - t0, 1e-9):.2f}")
-      chunk, recs, counts, decontam, docs_in_chunk, nbytes, t0 = chunk + 1, [], \
-          collections.Counter(), collections.Counter(), 0, 0, time.time()
+  with SigtermFlag() as stop:
+    for k, (pos, doc_id, paras) in enumerate(_stream(cfg, sources, n, i, counts)):
+      if k < skip:  # committed before a restart: read past, do not redo
+        counts.clear()
+        continue
+      past_skip = True
+      nbytes += sum(len(p) for p in paras)
+      recs.extend(proc.document(pos, doc_id, paras, counts, decontam))
+      docs_in_chunk += 1
+      bar.update(1)
+      if docs_in_chunk == cfg.chunk_docs:
+        kept += len(recs)
+        _commit_chunk(part, chunk, recs, counts, decontam, docs_in_chunk, nbytes,
+                      time.time() - t0)
+        bar.set_postfix(kept=kept, mb_per_s=f"{nbytes / 1e6 / max(time.time() - t0, 1e-9):.2f}")
+        chunk, recs, counts, decontam, docs_in_chunk, nbytes, t0 = chunk + 1, [], \
+            collections.Counter(), collections.Counter(), 0, 0, time.time()
+        if stop.requested:
+          bar.close()
+          raise Preempted(f"SIGTERM: {chunk} chunk(s) of {cfg.chunk_docs} documents committed "
+                          f"in {part}; rerun to continue")
   if docs_in_chunk or (counts and past_skip):
     _commit_chunk(part, chunk, recs, counts, decontam, docs_in_chunk, nbytes, time.time() - t0)
   bar.close()

@@ -14,8 +14,10 @@ import time
 
 import numpy as np
 
+from brd_jax.errors import Preempted
 from brd_jax.evaluation import tasks as tasks_lib
 from brd_jax.io_utils import ObjectAppender, as_path, atomic_write_text, is_url, naming
+from brd_jax.preemption import SigtermFlag
 
 RULES = ("acc_mean_token", "acc", "acc_norm")
 CHUNK_CHARS = 200_000  # ~50k tokens, a minute or two on a CPU: the work a killed run can lose
@@ -114,34 +116,38 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
   out_dir = as_path(out_dir)
   cache = Cache(out_dir / "cache" / f"{fingerprint}.jsonl")
   results = {}
-  for task in task_names:
-    pool = tasks_lib.load(task, data_dir)
-    docs = tasks_lib.fewshot(pool, num_fewshot)[:limit] if num_fewshot else pool[:limit or None]
-    t0 = time.perf_counter()
-    chunks = _chunks(docs, cache, chunk_chars)
-    n_todo = sum(map(len, chunks))
-    bar = progress_factory(task, n_todo) if progress_factory else None
-    for chunk in chunks:
-      scored = scorer.loglik([r for _, r in chunk], progress=bar.update if bar else None)
-      cache.add((k, (g.loglik, g.n_tokens, g.is_greedy)) for (k, _), g in zip(chunk, scored))
-    if bar:
-      bar.close()
-    lls, ntoks = [], []
-    for d in docs:
-      vals = [cache.data[Cache.key(d.context, c)] for c in d.choices]
-      lls.append([v[0] for v in vals])
-      ntoks.append([v[1] for v in vals])
-    results[task] = {**score_docs(docs, lls, ntoks),
-                     "seconds": round(time.perf_counter() - t0, 2), "scored_now": n_todo}
-    if divergence is not None:
-      bar = progress_factory(f"{task} (reference)", len(docs)) if progress_factory else None
-      results[task].update(divergence.score([d.context + d.choices[d.gold] for d in docs],
-                                            bar.update if bar else None))
+  with SigtermFlag() as stop:  # one flag for every task: a signal between tasks counts too
+    for task in task_names:
+      pool = tasks_lib.load(task, data_dir)
+      docs = tasks_lib.fewshot(pool, num_fewshot)[:limit] if num_fewshot else pool[:limit or None]
+      t0 = time.perf_counter()
+      chunks = _chunks(docs, cache, chunk_chars)
+      n_todo = sum(map(len, chunks))
+      bar = progress_factory(task, n_todo) if progress_factory else None
+      for c, chunk in enumerate(chunks):
+        scored = scorer.loglik([r for _, r in chunk], progress=bar.update if bar else None)
+        cache.add((k, (g.loglik, g.n_tokens, g.is_greedy)) for (k, _), g in zip(chunk, scored))
+        if stop.requested:  # what is scored is cached; a rerun continues from there
+          raise Preempted(f"SIGTERM: {task}: {c + 1} of {len(chunks)} chunks scored and cached "
+                          f"in {cache.path}; rerun to continue")
       if bar:
         bar.close()
-    if log_samples:
-      atomic_write_text(samples_path(out_dir, task), "".join(
-          json.dumps({"context": d.context, "choices": d.choices, "gold": d.gold,
-                      "loglik": ll, "n_tokens": nt}, ensure_ascii=False) + "\n"
-          for d, ll, nt in zip(docs, lls, ntoks)))
+      lls, ntoks = [], []
+      for d in docs:
+        vals = [cache.data[Cache.key(d.context, c)] for c in d.choices]
+        lls.append([v[0] for v in vals])
+        ntoks.append([v[1] for v in vals])
+      results[task] = {**score_docs(docs, lls, ntoks),
+                       "seconds": round(time.perf_counter() - t0, 2), "scored_now": n_todo}
+      if divergence is not None:
+        bar = progress_factory(f"{task} (reference)", len(docs)) if progress_factory else None
+        results[task].update(divergence.score([d.context + d.choices[d.gold] for d in docs],
+                                              bar.update if bar else None))
+        if bar:
+          bar.close()
+      if log_samples:
+        atomic_write_text(samples_path(out_dir, task), "".join(
+            json.dumps({"context": d.context, "choices": d.choices, "gold": d.gold,
+                        "loglik": ll, "n_tokens": nt}, ensure_ascii=False) + "\n"
+            for d, ll, nt in zip(docs, lls, ntoks)))
   return results
