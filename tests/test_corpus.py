@@ -304,14 +304,14 @@ def test_rerun_is_a_no_op_and_a_changed_input_rebuilds(tmp_path):
       [" ".join(p.split()) for d in cc100_text(12).split("\n\n") for p in d.splitlines()][:7]
 
 
-def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, trust):
   (tmp_path / "in.txt").write_text(cc100_text(3000, seed=5))
   common = ["--input", tmp_path / "in.txt", "--no_progress", "--gin", "corpus.decontaminate=()",
             "--gin", "corpus.chunk_docs=100", "--gin", "corpus.keep_parts=True"]
   ref = brd("corpus", "--workdir", tmp_path / "ref", *common)
   assert ref.returncode == 0, ref.stderr
   rng = random.Random(3)
-  work = tmp_path / "killed"
+  work, kills = tmp_path / "killed", 0
   for _ in range(2):
     proc = subprocess.Popen([sys.executable, "-m", "brd_jax.cli", "corpus", "--workdir", work,
                              *map(str, common)], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -322,9 +322,12 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
       if len(list(work.glob("parts/*/p0000/chunk-*.json"))) >= target:
         break
       time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGKILL)
+      kills += 1
+      trust.injected()
     proc.wait()
-  assert not (work / "paragraphs").exists()
+  assert kills == 2 and not (work / "paragraphs").exists()
   committed = {p: p.stat().st_mtime_ns for p in work.glob("parts/*/p0000/chunk-*.json")}
   assert len(committed) >= 2
   again = brd("corpus", "--workdir", work, *common)
@@ -334,6 +337,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
   ref_m, m = stage.read_manifest(tmp_path / "ref"), stage.read_manifest(work)
   assert (m["kept"], m["dropped"], m["documents"]) == (ref_m["kept"], ref_m["dropped"],
                                                        ref_m["documents"])
+  trust.survived(kills)
 
 
 # ---------------------------------------------------------------- bad input

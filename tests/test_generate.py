@@ -66,7 +66,8 @@ GIN = ["--gin", "generate.max_new_tokens=12", "--gin", "generate.commit_every=3"
 
 
 @pytest.mark.slow
-def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_path, teacher):
+def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_path, teacher,
+                                                                         trust):
   pars = write_paragraphs(tmp_path / "paragraphs", 24)  # 48 ner units
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   ref = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "ref",
@@ -90,6 +91,7 @@ def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_pat
     if proc.poll() is None:
       proc.send_signal(signal.SIGKILL)
       kills += 1
+      trust.injected()
     proc.wait()
   assert kills >= 3
   done = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", out, "--teacher",
@@ -99,6 +101,7 @@ def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_pat
   assert content(out) == content(tmp_path / "ref")
   summary = json.loads(done.stdout.strip().splitlines()[-1])
   assert summary["remaining"] == 0
+  trust.survived(kills)
 
 
 def _free_port():

@@ -272,3 +272,42 @@ def test_sigterm_commits_stops_with_exit_0_and_a_rerun_completes(tmp_path, stage
     assert json.loads((work / "results.json").read_text())["tasks"]["sst2"]["scored_now"] == \
         400 - done_before
   trust.survived()
+
+
+# ---------------------------------------------------------------- an unwritable output location
+
+@pytest.mark.parametrize("stage", ["corpus", "generate", "train", "eval"])
+def test_unwritable_output_location_is_one_line_naming_it(tmp_path, stage, trust):
+  """/sys refuses new directories even to root (EPERM): a read-only mount as a user meets it."""
+  from test_bad_input import run_cli  # pylint: disable=import-outside-toplevel
+  bad = "/sys/brd_unwritable/out"
+  if stage == "corpus":
+    from test_corpus import cc100_text  # pylint: disable=import-outside-toplevel
+    (tmp_path / "in.txt").write_text(cc100_text(20))
+    argv = ["corpus", "--input", tmp_path / "in.txt", "--gin", "corpus.decontaminate=()",
+            "--workdir", bad]
+  elif stage == "generate":
+    import tiny_teacher  # pylint: disable=import-outside-toplevel
+    from test_generate import GIN, write_paragraphs  # pylint: disable=import-outside-toplevel
+    argv = ["generate", "--paragraphs", write_paragraphs(tmp_path / "p", 2), "--teacher",
+            tiny_teacher.make(tmp_path / "t"), *GIN, "--ledger", bad]
+  elif stage == "train":
+    par, led = brd_corpus.make(tmp_path, n_paragraphs=10)
+    argv = ["train", "--gin_file", "models/llama_tiny", "--gin", "student.tokenizer='bytes'",
+            "--gin", "model.vocab_size=320", "--gin", f"data.paragraphs_dir='{par}'",
+            "--gin", f"data.ledger_dir='{led}'", "--no_progress", "--workdir", bad]
+  else:
+    import hf_tiny  # pylint: disable=import-outside-toplevel
+    from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=import-outside-toplevel
+    hf_tiny.gpt2(tmp_path / "m")
+    _tiny_tokenizer(tmp_path / "m")
+    _write_tiny_data(tmp_path / "data")
+    argv = ["eval", "--model", tmp_path / "m", "--tasks", "rte", "--data_dir", tmp_path / "data",
+            "--no_progress", "--out", bad]
+  trust.injected()
+  code, err = run_cli(argv)
+  lines = [l for l in err.splitlines() if l.strip() and "WARNING" not in l]
+  assert code == 2 and len(lines) == 1, (code, err[-3000:])
+  assert lines[0].startswith(f"brd {stage}: error: /sys/brd_unwritable") and \
+      "not permitted" in lines[0], lines[0]
+  trust.survived()
