@@ -120,7 +120,8 @@ class Tokenizer:
           messages=messages, add_generation_prompt=add_generation_prompt,
           bos_token=self.bos_token or "", eos_token=self.eos_token or "")
     except jinja2.TemplateError as e:  # syntax errors, and what the sandbox refused
-      raise UserError(f"chat template: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+      first = str(e).splitlines()[0] if str(e) else ""
+      raise UserError(f"chat template: {type(e).__name__}: {first}") from None
 
   # --- persistence -----------------------------------------------------------------------------
   def save(self, out_dir: str | pathlib.Path) -> None:

@@ -127,13 +127,13 @@ def _stage_inputs(tmp_path, stage):
             lambda d: list(corpus_stage.read_paragraphs(d / "paragraphs")))
   if stage == "generate":
     import tiny_teacher  # pylint: disable=import-outside-toplevel
-    from test_generate import GIN, content, write_paragraphs  # pylint: disable=import-outside-toplevel
+    from test_generate import GIN, content, write_paragraphs  # pylint: disable=C0415
     pars = write_paragraphs(tmp_path / "paragraphs", 12)
     teacher = tiny_teacher.make(tmp_path / "teacher")
     return (["generate", "--paragraphs", pars, "--ledger", tmp_path / "out", "--teacher", teacher,
              *GIN], content)
   import hf_tiny  # pylint: disable=import-outside-toplevel
-  from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=import-outside-toplevel
+  from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=C0415
   hf_tiny.gpt2(tmp_path / "m")
   _tiny_tokenizer(tmp_path / "m")
   _write_tiny_data(tmp_path / "data")
@@ -298,7 +298,7 @@ def test_unwritable_output_location_is_one_line_naming_it(tmp_path, stage, trust
             "--gin", f"data.ledger_dir='{led}'", "--no_progress", "--workdir", bad]
   else:
     import hf_tiny  # pylint: disable=import-outside-toplevel
-    from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=import-outside-toplevel
+    from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=C0415
     hf_tiny.gpt2(tmp_path / "m")
     _tiny_tokenizer(tmp_path / "m")
     _write_tiny_data(tmp_path / "data")

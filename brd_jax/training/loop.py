@@ -91,8 +91,9 @@ def _resume(ck, workdir, stream: dict, tcfg: TrainConfig, mesh):
     changed = {k: (meta["stream"].get(k), v) for k, v in stream.items()
                if meta["stream"].get(k) != v}
     if changed:
+      what = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
       raise UserError(f"{workdir}: resuming needs the same data stream; changed since step "
-                      f"{step}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+                      f"{step}: {what}")
     cfg = ModelConfig.from_dict(meta["model"])
     abs_state, bind, tx, shardings = step_lib.abstract_train(cfg, tcfg, mesh)
     try:
