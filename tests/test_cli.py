@@ -252,6 +252,17 @@ def test_complete_prints_transformers_greedy_text_and_cuts_at_a_stop_string(tmp_
   assert cli.main(["complete", "--model", str(teacher), "--prompt", prompt, "--max_new_tokens",
                    str(new), "--stop", stop]) == 0
   assert capsys.readouterr().out.rstrip("\n") == want[:want.index(stop)]
+  # --chat: the prompt goes through the teacher's chat template, as transformers renders it.
+  chat_ids = tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                     add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+  chat_ids = torch.tensor([chat_ids])
+  with torch.no_grad():
+    out = hf.generate(chat_ids, attention_mask=torch.ones_like(chat_ids), max_new_tokens=new,
+                      do_sample=False, eos_token_id=1, pad_token_id=0)[0, chat_ids.shape[1]:]
+  assert cli.main(["complete", "--model", str(teacher), "--prompt", prompt, "--max_new_tokens",
+                   str(new), "--chat"]) == 0
+  assert capsys.readouterr().out.rstrip("\n") == tok.decode(out, skip_special_tokens=True)
 
 
 @pytest.mark.slow
