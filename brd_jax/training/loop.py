@@ -120,7 +120,11 @@ def _set_aside(ck, step: int, err: Exception) -> str:
                   bad, first, aside.name)
   if jax.process_index() == 0:
     rmtree(aside)
-    bad.rename(aside)
+    try:
+      bad.rename(aside)
+    except Exception as e:  # pylint: disable=broad-except  # e.g. a store that cannot rename
+      raise UserError(f"checkpoint {bad} is unreadable ({first}) and could not be moved aside "
+                      f"({e}); move or delete it, then rerun") from None
   _sync(f"set_aside_{step}")
   ck.reload()
   return str(bad)
@@ -185,7 +189,8 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         raise UserError("the training data ran out (the mixture is empty?)") from None
       batch = {k: sharding.global_batch(v, mesh) for k, v in local.items()}
       state, m = step_fn(state, batch)
-      saving = s % tcfg.checkpoint_every == 0 or s == tcfg.steps
+      stopping = _any_host(stop.requested)
+      saving = s % tcfg.checkpoint_every == 0 or s == tcfg.steps or stopping
       if s % tcfg.log_every == 0 or s == tcfg.steps or first or tcfg.log_example_ids or saving:
         m = {k: float(v) for k, v in jax.device_get(m).items()}  # waits for the step
         # A non-finite loss poisons the parameters for good: never save it, stop with the last
@@ -213,8 +218,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         bar.set_postfix(loss=f"{m['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
         t_last, step_last, first = time.perf_counter(), s, False
       bar.update(1)
-      stopping = _any_host(stop.requested)
-      if saving or stopping:
+      if saving:
         ck.save(s, state, {"batches_consumed": s}, meta, force=True)
       if stopping:
         logging.warning("SIGTERM: saved step %d, exiting", s)
