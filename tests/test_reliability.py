@@ -111,9 +111,13 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
 # (Python ignores SIGXFSZ, so the write raises). Running as root, a read-only directory cannot be
 # simulated by permissions; a file that cannot grow can.
 
-def _file_size_limit(nbytes):
-  import resource  # pylint: disable=import-outside-toplevel
-  return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+def _with_file_size_limit(nbytes, cmd):
+  """CMD with RLIMIT_FSIZE set by a small Python that then execs it (no fork-time callback in
+  this multithreaded test process)."""
+  setup = ("import os, resource, sys; "
+           f"resource.setrlimit(resource.RLIMIT_FSIZE, ({nbytes}, {nbytes})); "
+           "os.execv(sys.argv[1], sys.argv[1:])")
+  return [sys.executable, "-c", setup, *map(str, cmd)]
 
 
 def _stage_inputs(tmp_path, stage):
@@ -153,8 +157,8 @@ def test_full_disk_is_one_line_leaves_no_torn_file_and_a_rerun_completes(tmp_pat
             "--no_progress", env=env)
   assert ref.returncode == 0, ref.stderr[-2000:]
   trust.injected()
-  r = subprocess.run(brd_cmd(*args, "--no_progress"), cwd=ROOT, env=env, capture_output=True,
-                     text=True, preexec_fn=_file_size_limit(limit), timeout=600)
+  r = subprocess.run(_with_file_size_limit(limit, brd_cmd(*args, "--no_progress")), cwd=ROOT,
+                     env=env, capture_output=True, text=True, timeout=600)
   lines = [l for l in r.stderr.splitlines() if l.strip()]
   assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
   assert lines[0].startswith(f"brd {stage}: error: {tmp_path / 'out'}") and \
