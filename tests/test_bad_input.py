@@ -76,8 +76,9 @@ def _numeric_flags():
     for act in parser._actions:  # pylint: disable=protected-access
       if act.required and act.option_strings:
         need.append(f"{act.option_strings[0]}=x")
-      elif not act.option_strings and act.nargs not in ("?", "*") and not act.choices:
-        need.append("x")
+      elif not act.option_strings and act.nargs not in ("?", "*") and \
+          not isinstance(act.choices, dict):
+        need.append(list(act.choices)[0] if act.choices else "x")  # e.g. `bench decode`
     for act in parser._actions:  # pylint: disable=protected-access
       if act.type in kinds:
         out.append((prefix + need, act.option_strings[0], kinds[act.type]))
