@@ -8,14 +8,11 @@ import os
 import pathlib
 import random
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 import needs
-from cli_run import ROOT, brd
+from cli_run import brd, signal_when
 from brd_jax.corpus import readers, split, stage
 from brd_jax.corpus.config import CorpusConfig
 from brd_jax.errors import UserError
@@ -313,20 +310,12 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, trust):
   rng = random.Random(3)
   work, kills = tmp_path / "killed", 0
   for _ in range(2):
-    proc = subprocess.Popen([sys.executable, "-m", "brd_jax.cli", "corpus", "--workdir", work,
-                             *map(str, common)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
     target = rng.randrange(2, 20)
-    while time.time() < deadline and proc.poll() is None:
-      if len(list(work.glob("parts/*/p0000/chunk-*.json"))) >= target:
-        break
-      time.sleep(0.05)
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL)
+    if signal_when(["corpus", "--workdir", work, *common],
+                   lambda t=target: len(list(work.glob("parts/*/p0000/chunk-*.json"))) >= t,
+                   signal.SIGKILL, timeout=60):
       kills += 1
       trust.injected()
-    proc.wait()
   assert kills == 2 and not (work / "paragraphs").exists()
   committed = {p: p.stat().st_mtime_ns for p in work.glob("parts/*/p0000/chunk-*.json")}
   assert len(committed) >= 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tiny_teacher
-from cli_run import ROOT, brd_cmd
+from cli_run import ROOT, brd_cmd, signal_when
 from brd_jax.behaviors import generate, ledger
 from brd_jax.behaviors.config import GenerateConfig
 
@@ -78,21 +78,13 @@ def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_pat
   kills = 0
   for _ in range(5):
     before = len(ledger.shards(out)) if out.exists() else 0
-    proc = subprocess.Popen(brd_cmd("generate", "--paragraphs", pars, "--ledger", out, "--teacher",
-                                    teacher, *GIN), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     target = before + rng.randrange(1, 6)
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline:
-      if out.exists() and len(ledger.shards(out)) >= target:
-        time.sleep(rng.random() * 0.5)  # anywhere inside the next shard's work
-        break
-      time.sleep(0.02)
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL)
+    # killed anywhere inside the next shard's work
+    if signal_when(["generate", "--paragraphs", pars, "--ledger", out, "--teacher", teacher, *GIN],
+                   lambda t=target: out.exists() and len(ledger.shards(out)) >= t, signal.SIGKILL,
+                   timeout=120, delay=rng.random() * 0.5, env=env):
       kills += 1
       trust.injected()
-    proc.wait()
   assert kills >= 3
   done = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", out, "--teacher",
                                 teacher, *GIN), cwd=ROOT, env=env, capture_output=True, text=True)

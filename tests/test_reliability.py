@@ -178,7 +178,7 @@ def test_full_disk_is_one_line_leaves_no_torn_file_and_a_rerun_completes(tmp_pat
 def test_brd_eval_killed_three_times_then_finished_scores_each_request_once(tmp_path, trust):
   import random  # pylint: disable=import-outside-toplevel
   import hf_tiny  # pylint: disable=import-outside-toplevel
-  from cli_run import ROOT, brd, brd_cmd  # pylint: disable=import-outside-toplevel
+  from cli_run import brd, signal_when  # pylint: disable=import-outside-toplevel
   from test_evaluation import _tiny_tokenizer  # pylint: disable=import-outside-toplevel
   hf_tiny.gpt2(tmp_path / "m")
   _tiny_tokenizer(tmp_path / "m")
@@ -199,17 +199,10 @@ def test_brd_eval_killed_three_times_then_finished_scores_each_request_once(tmp_
   kills = 0
   for _ in range(3):
     target = len(cache_lines()) + rng.randrange(4, 40)
-    proc = subprocess.Popen(brd_cmd(*args, "--out", work), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline and len(cache_lines()) < target:
-      time.sleep(0.01)
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL)
+    if signal_when([*args, "--out", work], lambda t=target: len(cache_lines()) >= t,
+                   signal.SIGKILL):
       kills += 1
       trust.injected()
-    proc.wait()
   assert kills >= 2 and not (work / "results.json").exists()
   before = {json.loads(l)["k"] for l in cache_lines() if l.endswith("}")}
   done = brd(*args, "--out", work)
