@@ -311,7 +311,12 @@ def cmd_plot(args):
 
 def cmd_bench(args):
   _setup(args)
-  if args.what == "decode":
+  if args.what == "generate":
+    from brd_jax.benchmarks import generate as gen_bench  # pylint: disable=import-outside-toplevel
+    gen_bench.run(args.model, sentences=args.sentences, batch=args.batch_size or 32,
+                  max_new_tokens=args.max_new_tokens, ablation=not args.no_ablation,
+                  json_path=args.out)
+  elif args.what == "decode":
     from brd_jax.benchmarks import decode  # pylint: disable=import-outside-toplevel
     decode.run(args.model, batch=args.batch_size or 32, repeats=args.repeats, json_path=args.out)
   elif args.what == "train":
@@ -454,11 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=cmd_loglik)
 
   p = sub.add_parser("bench", help="benchmarks against a peer measured in the same run")
-  p.add_argument("what", choices=["decode", "train", "eval", "split", "corpus"])
+  p.add_argument("what", choices=["generate", "decode", "train", "eval", "split", "corpus"])
   p.add_argument("--out", "--json", dest="out", help="write the result as JSON to this file")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
   p.add_argument("--batch_size", "--batch", dest="batch_size", type=POS_INT,
-                 help="decode: 32, train: 8, eval: lm-eval's HFLM batch (8)")
+                 help="generate, decode: 32, train: 8, eval: lm-eval's HFLM batch (8)")
+  p.add_argument("--sentences", type=POS_INT, default=64, help="generate: real sentences read "
+                 "(each as NER and QRA)")
+  p.add_argument("--max_new_tokens", type=POS_INT, default=160, help="generate: per row")
+  p.add_argument("--no_ablation", action="store_true", help="generate: skip the runs with each "
+                 "engine switch flipped")
   p.add_argument("--repeats", type=POS_INT, default=2)
   p.add_argument("--seq_len", type=POS_INT, default=128, help="train: sequence length")
   p.add_argument("--steps", type=POS_INT, default=5, help="train: timed steps per side (median)")

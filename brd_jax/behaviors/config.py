@@ -25,7 +25,12 @@ class GenerateConfig:
   max_attempts: int = 2            # an invalid unit is tried again up to this many times in all
   retry_temperature: float = 0.7   # a retry of a greedy unit samples (greedy would repeat itself)
   topk: int = 0                    # store the teacher's top-k logprobs of every generated token
-  batch_size: int = 32
+  batch_size: int = 32             # decode slots
+  # The engine's three throughput switches; none changes a greedy output (nor the ledger key).
+  continuous_batching: bool = True  # refill a finished row's slot instead of waiting for the batch
+  prefix_cache: bool = True        # prefill the shared few-shot preamble once per run
+  speculate: int = -1              # prompt-lookup draft tokens per step; -1: 4 on GPU/TPU, 0 on
+                                   # CPU (there a 5-token verify step costs ~2x a plain step)
   commit_every: int = 64           # records per committed shard (lost at most on a kill)
   limit: int = 0                   # stop after this many units in this run (0: all)
   num_processes: int = 0           # 0: the JAX process count

@@ -145,13 +145,34 @@ def _sampling(cfg: GenerateConfig, attempt: int):
   return Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
 
 
+def speculate_k(cfg: GenerateConfig) -> int:
+  """Draft tokens per verify step: as configured, or by backend (see GenerateConfig.speculate)."""
+  if cfg.speculate >= 0:
+    return cfg.speculate
+  import jax  # pylint: disable=import-outside-toplevel
+  return 0 if jax.default_backend() == "cpu" else 4
+
+
+def make_engine(cfg: GenerateConfig, loaded, mesh):
+  """The teacher's engine: decode slots, shared-prefix cache and speculation as configured."""
+  from brd_jax.inference.slots import SlotEngine  # pylint: disable=import-outside-toplevel
+  if cfg.speculate < -1:
+    raise UserError(f"generate.speculate={cfg.speculate}: must be >= 0, or -1 (by backend)")
+  return SlotEngine(loaded.model, loaded.tokenizer, sharding.multi_device(mesh),
+                    max_batch=cfg.batch_size, continuous=cfg.continuous_batching,
+                    prefix_cache=cfg.prefix_cache, speculate_k=speculate_k(cfg))
+
+
+def unit_prompts(tok, units: list[Unit], chat_template, system) -> list[str]:
+  return [templates.get(u.template).prompt(tok, u.text, u.context, chat_template, system)
+          for u in units]
+
+
 def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, chat_template,
               system, progress) -> dict:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.engine import Engine  # pylint: disable=import-outside-toplevel
   tok = loaded.tokenizer
-  engine = Engine(loaded.model, tok, sharding.multi_device(mesh),
-                  max_batch=cfg.batch_size)
+  engine = make_engine(cfg, loaded, mesh)
   writer = ledger.Writer(ledger_dir, proc)
   window = 64 * cfg.batch_size
   stats = collections.Counter()
@@ -162,10 +183,11 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
     queue = todo
     while queue and not stop.requested:
       retry: list[Unit] = []
+      # One stream per template: its prompts share the few-shot preamble (the prefix cache).
       by_sampling = collections.defaultdict(list)
       for u in queue:
-        by_sampling[_sampling(cfg, u.attempt)].append(u)
-      for sampling_, group in by_sampling.items():
+        by_sampling[(_sampling(cfg, u.attempt), u.template)].append(u)
+      for (sampling_, _), group in by_sampling.items():
         # Prompts are built a window at a time: a process's share can be millions of units.
         for w in range(0, len(group), window):
           for u, g, n_prompt in _stream_window(engine, tok, group[w:w + window], sampling_, cfg,
@@ -206,8 +228,7 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
 def _stream_window(engine, tok, units: list[Unit], sampling_, cfg, chat_template, system):
   """(unit, Generation, prompt tokens) for each unit, in the order rows finish."""
   import jax  # pylint: disable=import-outside-toplevel
-  prompts = [tok.encode(templates.get(u.template).prompt(tok, u.text, u.context, chat_template,
-                                                         system)) for u in units]
+  prompts = [tok.encode(p) for p in unit_prompts(tok, units, chat_template, system)]
   keys = jax.numpy.stack([jax.random.key(ledger.seed_of(ledger.record_key(u.unit, u.attempt))
                                          ^ cfg.seed) for u in units])
   for i, g in engine.stream(prompts, cfg.max_new_tokens, sampling_, keys=keys, stop=cfg.stop,

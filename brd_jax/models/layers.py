@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brd_jax import sharding
+from brd_jax.models.attention import attention_mask, grouped_attention  # noqa: F401
 from brd_jax.models.cache import KVCache
 from brd_jax.models.config import ModelConfig, sqrt_d
 
@@ -125,48 +126,18 @@ def sinusoidal(positions_BT, d: int, offset: int):
   return emb
 
 
-def attention_mask(seg_q_BT, q_slot_T, seg_k_BS, k_slot_S):
-  """Causal (by slot), same-segment, non-padding mask; a query always sees its own slot.
-
-  Segment id 0 marks padding. Letting a pad query see itself keeps its softmax finite.
-  """
-  causal = k_slot_S[None, None, :] <= q_slot_T[None, :, None]
-  same = seg_k_BS[:, None, :] == seg_q_BT[:, :, None]
-  real = (seg_q_BT != 0)[:, :, None]
-  self_slot = k_slot_S[None, None, :] == q_slot_T[None, :, None]
-  return ((causal & same & real) | self_slot)[:, None]  # B,1,T,S
-
-
-def grouped_attention(q_BTNH, k_BKSH, v_BKSH, mask_B1TS, scale):
-  """Softmax attention with query heads grouped over their kv head, computed heads-first.
-
-  Keys and values come heads-first (the KV cache layout), so batched matmuls read them in place.
-  On CPU this also beats `jax.nn.dot_product_attention` without a cache (~25% in training and
-  scoring); accelerators keep the fused (cuDNN / TPU) kernel there.
-  """
-  B, T, N, H = q_BTNH.shape
-  K = k_BKSH.shape[1]
-  q = q_BTNH.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)  # B,K,G,T,H
-  s = jnp.einsum("bkgth,bksh->bkgts", q, k_BKSH).astype(jnp.float32) * scale
-  s = jnp.where(mask_B1TS[:, :, None], s, jnp.finfo(jnp.float32).min)
-  p = jax.nn.softmax(s, axis=-1).astype(v_BKSH.dtype)
-  o = jnp.einsum("bkgts,bksh->bkgth", p, v_BKSH)
-  return o.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
-
-
 def _proj(h_BTD, w_DNH):
   """(B,T,D) x (D,N,H) -> (B,T,N,H) as one 2-D matmul."""
   D, N, H = w_DNH.shape
   return (h_BTD @ w_DNH.reshape(D, N * H)).reshape(*h_BTD.shape[:2], N, H)
 
 
-def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, kv=None, index=None,
-          layer=None):
+def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, kv=None, layer=None):
   """One pre-norm transformer layer.
 
-  kv: the whole stacked cache (k_LBKSH, v_LBKSH); this layer's new keys are written in place at
-  (layer, slot index) so a decode step never copies the cache. Cached attention is the grouped
-  einsum on every backend: with one query per row there is nothing for a fused kernel to fuse.
+  kv: the whole cache (`KVCache` or `SlotCache`), which writes this layer's new keys in place and
+  attends over them. Cached attention is the grouped einsum on every backend: with a few queries
+  per row there is nothing for a fused kernel to fuse.
   """
   dt = _DTYPES[cfg.dtype]
   p = {k: v.astype(dt) for k, v in p.items()}
@@ -178,13 +149,8 @@ def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, k
     q, k = apply_rope(q, positions_BT, inv_freq), apply_rope(k, positions_BT, inv_freq)
   q = sharding.constrain(q, ("batch", "length", "heads", "head_dim"))
   if kv is not None:
-    at = (layer, 0, 0, index, 0)
-    put = lambda c, x_BTKH: jax.lax.dynamic_update_slice(
-        c, x_BTKH.transpose(0, 2, 1, 3)[None].astype(c.dtype), at)
-    kv = (put(kv[0], k), put(kv[1], v))
-    k = jax.lax.dynamic_index_in_dim(kv[0], layer, 0, keepdims=False).astype(dt)
-    v = jax.lax.dynamic_index_in_dim(kv[1], layer, 0, keepdims=False).astype(dt)
-    o = grouped_attention(q, k, v, mask_B1TS, cfg.head_dim ** -0.5)
+    kv = kv.write(layer, k, v)
+    o = kv.attend(layer, q, mask_B1TS, cfg.head_dim ** -0.5, dt)
   elif sharding.platform() == "cpu":
     o = grouped_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask_B1TS,
                           cfg.head_dim ** -0.5)
@@ -239,7 +205,7 @@ class Decoder(nnx.Module):
   def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
     return KVCache.zeros(self.cfg, batch, max_len, dtype or _DTYPES[self.cfg.dtype])
 
-  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache: KVCache | None = None,
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, cache=None,
                return_hidden: bool = False, layer_params=None, mask_B1TS=None):
     """Returns (logits_BTV fp32, updated cache or None).
 
@@ -255,9 +221,8 @@ class Decoder(nnx.Module):
     B, T = tokens_BT.shape
     seg = jnp.ones((B, T), jnp.int32) if segment_ids_BT is None else segment_ids_BT.astype(jnp.int32)
     if positions_BT is None:
-      positions_BT = jnp.maximum(jnp.cumsum(seg != 0, axis=1) - 1, 0)
-      if cache is not None:
-        positions_BT = positions_BT + cache.next_pos[:, None]
+      positions_BT = (jnp.maximum(jnp.cumsum(seg != 0, axis=1) - 1, 0) if cache is None
+                      else cache.positions(seg))
     x = jnp.take(self.embed[...], tokens_BT, axis=0).astype(dt) * jnp.asarray(sqrt_d(cfg), dt)
     if cfg.pos == "learned":
       x = x + jnp.take(self.pos_embed[...], positions_BT, axis=0).astype(dt)
@@ -269,17 +234,14 @@ class Decoder(nnx.Module):
     if cache is None:
       slots = jnp.arange(T)
       mask = attention_mask(seg, slots, seg, slots) if mask_B1TS is None else mask_B1TS
-      index = None
     else:
-      index = cache.index
-      kseg = jax.lax.dynamic_update_slice_in_dim(cache.seg, seg, index, axis=1)
-      mask = attention_mask(seg, index + jnp.arange(T), kseg, jnp.arange(cache.seg.shape[1]))
+      mask = cache.mask(seg)
 
-    fn = lambda p, x, kv, i: block(cfg, p, x, positions_BT, mask, inv_freq, kv, index, i)
+    fn = lambda p, x, kv, i: block(cfg, p, x, positions_BT, mask, inv_freq, kv, i)
     if cfg.remat != "none":
       fn = jax.checkpoint(fn, policy=_REMAT[cfg.remat], prevent_cse=not cfg.scan_layers)
     params = {k: v[...] for k, v in self.layers.items()}
-    kv = None if cache is None else (cache.k, cache.v)
+    kv = cache
     if layer_params is not None:
       for i, p in enumerate(layer_params):
         x, kv = fn(p, x, kv, i)
@@ -297,7 +259,7 @@ class Decoder(nnx.Module):
     x = norm(cfg, x, self.final_norm[...], self.final_norm_b[...] if cfg.norm == "layer" else None)
     new_cache = None
     if cache is not None:
-      new_cache = cache.advance(kv[0], kv[1], kseg, T, seg)
+      new_cache = kv.advanced(seg)
     if return_hidden:
       return x, new_cache
     return self.logits(x), new_cache

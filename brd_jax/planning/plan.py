@@ -27,6 +27,11 @@ class PlanConfig:
   mfu: float = 0.4                 # assumed for training, prefill and scoring
   sentences_per_paragraph: float = 5.0  # the paper: ~5M sentences from ~1M paragraphs
   prompt_tokens: int = 0           # per unit; 0: the configured templates' length / 4 chars
+  own_tokens: int = 40             # of those, the unit's own (sentence + chat markup); the rest
+                                   # is the behaviour's shared preamble
+  mean_output_tokens: float = 50.0  # generated per unit on average (SmolLM2 on real text: 50)
+  draft_tokens_per_step: float = 1.6  # tokens a row emits per verify step with 4 prompt-lookup
+                                   # drafts (SmolLM2 NER + QRA on real text, `brd bench generate`)
   eval_len: int = 1024             # scoring row length planned (rows = eval.token_budget / it)
   stages: tuple = ("generate", "train", "eval")
 
@@ -128,13 +133,14 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
   notes = [f"teacher shape: {source}", f"{B} prompts of ~{P} tokens (bucket {bucket(P)}), "
            f"{gcfg.max_new_tokens} new tokens each, per host; prefill {prefill.total / GiB:.2f} "
            f"GiB, decode {decode.total / GiB:.2f} GiB analytic"]
-  days = None
+  days, units = None, 0
   if ccfg.max_paragraphs:
     units = ccfg.max_paragraphs * pcfg.sentences_per_paragraph * len(gcfg.behaviors)
     days = _days(units / B * batch_s / topo.hosts)
     notes.append(f"{units:,.0f} units ({ccfg.max_paragraphs:,} paragraphs x "
                  f"{pcfg.sentences_per_paragraph:g} sentences x {len(gcfg.behaviors)} behaviours), "
                  "every unit decoding max_new_tokens (an upper bound)")
+  notes.extend(_engine_notes(cfg, topo, pcfg, gcfg, P, units))
   sp = StagePlan("generate", f"{cfg.family} {n / 1e9:.2f}B ({cfg.dtype})", dict(zip(
       sharding.MESH_AXES, shape)), mem, 2 * n, tokens_per_s, days, notes,
       steps={"generate prefill": prefill, "generate decode": decode})
@@ -144,6 +150,31 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
     sp.compiled = aot_lib.generate_steps(cfg, B, P, gcfg.max_new_tokens,
                                          sharding.make_mesh(shape, devices), gcfg.topk)
   return sp
+
+
+def _engine_notes(cfg, topo, pcfg, gcfg, P: int, units: float) -> list[str]:
+  """The decode roofline of one host with the engine's switches and without (static batches of
+  full prompts): batch that fits, units/s and days."""
+  from brd_jax.planning import teacher  # pylint: disable=import-outside-toplevel
+  own = min(pcfg.own_tokens, P)
+  w = teacher.Workload(P - own, own, pcfg.mean_output_tokens, gcfg.max_new_tokens,
+                       pcfg.draft_tokens_per_step, 4)
+  dtype_bytes = 2 if gcfg.dtype == "bfloat16" else 4
+  chips = topo.chips_per_host
+  out = []
+  for label, on in (("engine: continuous batching + prefix cache", (True, True, False)),
+                    ("engine: + speculation (k=4)", (True, True, True)),
+                    ("static batches, full prompts", (False, False, False))):
+    r = teacher.replica(cfg, w, chips, topo.hbm_bytes, topo.peak_flops, topo.hbm_bandwidth, *on,
+                        mfu=pcfg.mfu, dtype_bytes=dtype_bytes)
+    if not r["fits"]:
+      out.append(f"{label}: does not fit one host")
+      continue
+    days = f", {_days(units / (r['units_per_s'] * topo.hosts)):.2f} days" if units else ""
+    out.append(f"{label}: {r['batch']} rows, {r['step_ms']:.1f} ms a step ({r['bound']}-bound), "
+               f"{r['tokens_per_s'] * topo.hosts:,.0f} useful tokens/s over {topo.hosts} "
+               f"host(s){days}")
+  return out
 
 
 def _param_bytes(cfg, mesh) -> int:
