@@ -240,3 +240,16 @@ def test_sigterm_commits_what_is_done_and_exits_cleanly(tmp_path, teacher):
   assert summary["stopped"] is True and summary["remaining"] > 0
   assert summary["this_run"] < 48  # stopped within the batch in hand, not after all 48 units
   assert len(content(out)) == summary["this_run"]  # every generated row was committed
+
+
+def test_engine_switches_change_neither_keys_nor_greedy_readings(tmp_path, teacher):
+  """All three throughput switches on (speculation forced on this CPU) vs all off."""
+  pars = write_paragraphs(tmp_path / "paragraphs", 5)
+  base = dict(teacher=str(teacher), behaviors=("ner", "qra"), max_new_tokens=12,
+              max_attempts=1, num_processes=1, process_index=0, batch_size=4)
+  on = GenerateConfig(**base, speculate=4)
+  off = GenerateConfig(**base, continuous_batching=False, prefix_cache=False, speculate=0)
+  a = generate.run(on, pars, tmp_path / "on", progress=False)
+  b = generate.run(off, pars, tmp_path / "off", progress=False)
+  assert a["this_run"] == b["this_run"] == 2 * 5 * 2
+  assert content(tmp_path / "on") == content(tmp_path / "off")

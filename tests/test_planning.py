@@ -174,3 +174,27 @@ def test_launch_dry_runs_give_every_worker_the_same_command():
   r = subprocess.run([f"{ROOT}/launch/tpu_vm.sh", "--dry-run", "--tpu", "t", "--zone", "z",
                       "--workers", "x", "--", "brd"], capture_output=True, text=True)
   assert r.returncode == 2 and "--workers" in r.stderr
+
+
+def test_teacher_roofline_by_hand_and_what_the_switches_change():
+  """One decode step by hand: a memory-bound step reads the weights and the live KV once."""
+  from brd_jax import models
+  from brd_jax.planning import teacher
+  cfg = models.named_config("vicuna_13b")
+  n, kvb = cfg.num_params(), teacher.kv_bytes_per_token(cfg)
+  assert kvb == 2 * 40 * 40 * 128 * 2                      # k and v, 40 layers x 5120, bf16
+  w = teacher.Workload(preamble=300, own=40, mean_out=50, max_out=160, tokens_per_step=1.9, k=4)
+  chip = dict(chips=4, hbm_bytes=15.75 * 2 ** 30, peak_flops=197e12, bandwidth=819e9)
+  on = teacher.replica(cfg, w, **chip, continuous=True, prefix=True, speculate=False)
+  step = (2 * n + 300 * kvb + on["batch"] * (40 + 25) * kvb) / (4 * 819e9)
+  prefill = 2 * n * 40 / (4 * 197e12 * 0.4)
+  assert on["step_ms"] == pytest.approx(step * 1e3, rel=1e-9)
+  assert on["units_per_s"] == pytest.approx(1 / (step * 50 / on["batch"] + prefill), rel=1e-9)
+  # Without the prefix cache a row holds its preamble's keys too: fewer rows fit.
+  off = teacher.replica(cfg, w, **chip, continuous=False, prefix=False, speculate=False)
+  assert off["batch"] < on["batch"] and off["units_per_s"] < on["units_per_s"] / 3
+  # Speculation's verify steps turn compute-bound past some batch: it picks a smaller one.
+  spec = teacher.replica(cfg, w, **chip, continuous=True, prefix=True, speculate=True)
+  assert spec["batch"] < on["batch"]
+  r = brd("plan", "--gin_file", "experiments/paper_blind", "--gin", "plan.stages=('generate',)")
+  assert r.returncode == 0 and "engine: continuous batching + prefix cache" in r.stdout

@@ -29,8 +29,9 @@ class GenerateConfig:
   # The engine's three throughput switches; none changes a greedy output (nor the ledger key).
   continuous_batching: bool = True  # refill a finished row's slot instead of waiting for the batch
   prefix_cache: bool = True        # prefill the shared few-shot preamble once per run
-  speculate: int = -1              # prompt-lookup draft tokens per step; -1: 4 on GPU/TPU, 0 on
-                                   # CPU (there a 5-token verify step costs ~2x a plain step)
+  speculate: int = -1              # prompt-lookup draft tokens per step; -1: 4 on GPU/TPU up to
+                                   # 64 slots, else 0 (past ~64 rows a 13B verify step turns
+                                   # compute-bound; on a 2-core CPU it costs ~2x a plain step)
   commit_every: int = 64           # records per committed shard (lost at most on a kill)
   limit: int = 0                   # stop after this many units in this run (0: all)
   num_processes: int = 0           # 0: the JAX process count

@@ -150,7 +150,7 @@ def speculate_k(cfg: GenerateConfig) -> int:
   if cfg.speculate >= 0:
     return cfg.speculate
   import jax  # pylint: disable=import-outside-toplevel
-  return 0 if jax.default_backend() == "cpu" else 4
+  return 0 if jax.default_backend() == "cpu" or cfg.batch_size > 64 else 4
 
 
 def make_engine(cfg: GenerateConfig, loaded, mesh):

@@ -283,7 +283,7 @@ class SlotEngine(plain.Engine):
         free = [r for r in range(B) if r not in active]
       if self.continuous and queue:
         need = (B - len(active)) + min(self.refill, len(queue))   # enough free slots to refill
-      elif self.continuous and B // 2 >= max(self._row_multiple, 1):
+      elif self.continuous and len(active) > B // 2 >= max(self._row_multiple, 1):
         need = B - B // 2                                            # few enough rows to shrink
       else:
         need = B

@@ -9,7 +9,8 @@ the roofline, no MFU discount). Prefill is compute-bound at `mfu`. What the swit
 - prefix cache: only each unit's own tokens are prefilled; the preamble's keys are stored and read
   once for all rows, so per-row KV is own + output tokens and more rows fit in HBM;
 - speculation (k drafts): tokens_per_step tokens per row-step for k+1 verified tokens' FLOPs.
-The batch is the largest power of two (<= max_batch) whose weights + KV cache fit.
+The batch is the power of two (<= max_batch) with the most units/s whose weights + KV cache fit
+(without speculation: the largest; with it, verify steps turn compute-bound past some batch).
 """
 from __future__ import annotations
 
@@ -41,11 +42,19 @@ def replica(cfg, w: Workload, chips: int, hbm_bytes: float, peak_flops: float, b
   per_row = (w.own + w.max_out + k) if prefix else (w.preamble + w.own + w.max_out)
   shared = w.preamble * kvb if prefix else 0
   free = chips * hbm_bytes * 0.9 - params - shared
+  best = {"batch": 0, "units_per_s": 0.0, "fits": False}
   batch = 1
-  while batch * 2 <= max_batch and batch * 2 * per_row * kvb <= free:
+  while batch <= max_batch and batch * per_row * kvb <= free:
+    r = _at_batch(w, n, params, shared, kvb, batch, k, chips, peak_flops, bandwidth, continuous,
+                  prefix, speculate, mfu)
+    if r["units_per_s"] > best["units_per_s"]:
+      best = r
     batch *= 2
-  if batch * per_row * kvb > free:
-    return {"batch": 0, "units_per_s": 0.0, "fits": False}
+  return best
+
+
+def _at_batch(w: Workload, n, params, shared, kvb, batch, k, chips, peak_flops, bandwidth,
+              continuous, prefix, speculate, mfu) -> dict:
   out = w.mean_out if continuous else w.max_out   # steps a slot is held, in tokens
   ctx = (w.own if prefix else w.preamble + w.own) + out / 2   # mean per-row KV read in a step
   step_bytes = params + shared + batch * ctx * kvb
