@@ -3,8 +3,8 @@
 
 Real sentences (the `english-botchan` text, split and filtered as `brd corpus` / `brd generate`
 do), the default templates, greedy, fp32. The peer generates in static left-padded batches of the
-same size, in the same (length-sorted) order, from the same dequantised weights. Each side is run
-once to warm up (compilation), then timed. Useful tokens are the generated ones up to the end
+same size, in the same (length-sorted) order, from the same dequantised weights. The engine runs
+the whole workload once to compile, the peer a small batch to warm up; then each is timed once. Useful tokens are the generated ones up to the end
 token; `agreement` is the fraction of rows whose tokens are identical. The ablation column is the
 engine with each of its three switches off in turn.
 """
