@@ -103,6 +103,8 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
     templates.get(chosen[b], b)
   if cfg.max_attempts < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
     raise UserError("generate.max_attempts, batch_size and max_new_tokens must be >= 1")
+  if cfg.speculate < -1:
+    raise UserError(f"generate.speculate={cfg.speculate}: must be >= 0, or -1 (by backend)")
   if cfg.dtype not in ("", "float32", "bfloat16"):
     raise UserError(f"generate.dtype={cfg.dtype!r}: must be '', 'float32' or 'bfloat16'")
   paragraphs = list(read_paragraphs(paragraphs_dir))
@@ -156,8 +158,6 @@ def speculate_k(cfg: GenerateConfig) -> int:
 def make_engine(cfg: GenerateConfig, loaded, mesh):
   """The teacher's engine: decode slots, shared-prefix cache and speculation as configured."""
   from brd_jax.inference.slots import SlotEngine  # pylint: disable=import-outside-toplevel
-  if cfg.speculate < -1:
-    raise UserError(f"generate.speculate={cfg.speculate}: must be >= 0, or -1 (by backend)")
   return SlotEngine(loaded.model, loaded.tokenizer, sharding.multi_device(mesh),
                     max_batch=cfg.batch_size, continuous=cfg.continuous_batching,
                     prefix_cache=cfg.prefix_cache, speculate_k=speculate_k(cfg))

@@ -18,6 +18,7 @@ bucketed shapes, so a long stream compiles a bounded number of them (`engine.COM
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from typing import Sequence
 
@@ -88,9 +89,9 @@ def _insert(graphdef, state, layers, st, tokens_MT, lens_M, slots_M, keys_M, *, 
   model = nnx.merge(graphdef, state)
   big: SlotCache = st["cache"]
   M, T = tokens_MT.shape
-  small = SlotCache.zeros(model.cfg, M, T, big.k.dtype)
-  small = SlotCache(k=small.k, v=small.v, length=small.length, prefix_k=big.prefix_k,
-                    prefix_v=big.prefix_v, prefix_ok=big.prefix_ok, prefix_len=big.prefix_len)
+  small = dataclasses.replace(SlotCache.zeros(model.cfg, M, T, big.k.dtype),
+                              prefix_k=big.prefix_k, prefix_v=big.prefix_v,
+                              prefix_ok=big.prefix_ok, prefix_len=big.prefix_len)
   hidden, small = model(tokens_MT, cache=small, return_hidden=True, layer_params=layers)
   last = jnp.take_along_axis(hidden, (lens_M - 1)[:, None, None], 1)           # M,1,D
   logits = model.logits(last)                                                    # M,1,V
@@ -98,10 +99,8 @@ def _insert(graphdef, state, layers, st, tokens_MT, lens_M, slots_M, keys_M, *, 
   first = sampling.sample(logits[:, 0], keys_M, 0, s.temperature, s.top_k, s.top_p)
   stats = _token_stats(logits, first[:, None], top_n, want_lp)
   put_kv = lambda c, x: c.at[:, slots_M, :, :T, :].set(x, mode="drop")
-  cache = SlotCache(k=put_kv(big.k, small.k), v=put_kv(big.v, small.v),
-                    length=big.length.at[slots_M].set(lens_M, mode="drop"),
-                    prefix_k=big.prefix_k, prefix_v=big.prefix_v, prefix_ok=big.prefix_ok,
-                    prefix_len=big.prefix_len)
+  cache = dataclasses.replace(big, k=put_kv(big.k, small.k), v=put_kv(big.v, small.v),
+                              length=big.length.at[slots_M].set(lens_M, mode="drop"))
   width = st["out"]["tokens"].shape[1]
   hist = st["hist"].at[slots_M, :T].set(tokens_MT, mode="drop")
   hist = hist.at[slots_M, lens_M].set(first, mode="drop")
@@ -159,9 +158,7 @@ def _steps(graphdef, state, layers, st, n_steps, need_done, *, sampling_, top_n,
     hist = st["hist"].at[rows[:, None], hist_cols].set(tokens, mode="drop")
     n_out = st["n_out"] + count
     newest = jnp.take_along_axis(tokens, jnp.maximum(count - 1, 0)[:, None], 1)[:, 0]
-    cache = SlotCache(k=cache.k, v=cache.v, length=cache.length + count, prefix_k=cache.prefix_k,
-                      prefix_v=cache.prefix_v, prefix_ok=cache.prefix_ok,
-                      prefix_len=cache.prefix_len)
+    cache = dataclasses.replace(cache, length=cache.length + count)
     done = st["done"] | (ended & (count > 0)) | (n_out >= max_new)
     live = ~st["done"]
     accepted += jnp.sum(jnp.maximum(count - 1, 0))
@@ -181,8 +178,7 @@ def _compact(st, rows_R):
   plain.COMPILES["compact"] += 1
   take = lambda x, axis=0: jnp.take(x, rows_R, axis=axis)
   c: SlotCache = st["cache"]
-  cache = SlotCache(k=take(c.k, 1), v=take(c.v, 1), length=take(c.length), prefix_k=c.prefix_k,
-                    prefix_v=c.prefix_v, prefix_ok=c.prefix_ok, prefix_len=c.prefix_len)
+  cache = dataclasses.replace(c, k=take(c.k, 1), v=take(c.v, 1), length=take(c.length))
   rest = jax.tree.map(take, {k: v for k, v in st.items() if k != "cache"})
   return dict(rest, cache=cache)
 
