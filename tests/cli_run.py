@@ -19,7 +19,9 @@ def brd(*args, **kw) -> subprocess.CompletedProcess:
 
 def signal_when(args, ready, sig, timeout=300, delay=0.0, **kw) -> bool:
   """Starts `brd ARGS`, waits until `ready()` (or the timeout), sleeps `delay`, then sends SIG if
-  the command still runs; waits for it to end. Returns whether the signal was sent."""
+  the command still runs; waits for it to end. Returns whether the signal landed (a command that
+  ended between the check and the signal was not interrupted; for SIGKILL, the exit status says)."""
+  import signal  # pylint: disable=import-outside-toplevel
   import time  # pylint: disable=import-outside-toplevel
   kw.setdefault("env", {**os.environ, "JAX_PLATFORMS": "cpu"})
   proc = subprocess.Popen(brd_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -32,4 +34,4 @@ def signal_when(args, ready, sig, timeout=300, delay=0.0, **kw) -> bool:
   if sent:
     proc.send_signal(sig)
   proc.wait()
-  return sent
+  return sent and (sig != signal.SIGKILL or proc.returncode == -signal.SIGKILL)

@@ -147,12 +147,15 @@ def _sampling(cfg: GenerateConfig, attempt: int):
   return Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
 
 
-def speculate_k(cfg: GenerateConfig) -> int:
-  """Draft tokens per verify step: as configured, or by backend (see GenerateConfig.speculate)."""
+def speculate_k(cfg: GenerateConfig, backend: str | None = None) -> int:
+  """Draft tokens per verify step: as configured, or by backend (see GenerateConfig.speculate);
+  `backend` defaults to JAX's (`brd plan` passes its target's)."""
   if cfg.speculate >= 0:
     return cfg.speculate
-  import jax  # pylint: disable=import-outside-toplevel
-  return 0 if jax.default_backend() == "cpu" or cfg.batch_size > 64 else 4
+  if backend is None:
+    import jax  # pylint: disable=import-outside-toplevel
+    backend = jax.default_backend()
+  return 0 if backend == "cpu" or cfg.batch_size > 64 else 4
 
 
 def make_engine(cfg: GenerateConfig, loaded, mesh):

@@ -49,6 +49,13 @@ def common_prefix(prompts: Sequence[Sequence[int]], minimum: int = 8) -> int:
   return n if n >= minimum else 0
 
 
+def slot_length(own_max: int, max_new: int, k: int) -> int:
+  """Cache slots per row: the longest own prompt (to a power of two, so streams of similar
+  sentences share programs), max_new tokens, the k drafts and the pending token; in blocks of 64.
+  Every decode step reads all of them, so nothing beyond max_new is kept."""
+  return -(-(plain.bucket(own_max, 16) + max_new + k + 1) // 64) * 64
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
 def _prefix(graphdef, state, layers, tokens_1P, seg_1P):
   plain.COMPILES["prefix"] += 1  # trace time only
@@ -220,13 +227,13 @@ class SlotEngine(plain.Engine):
     n_pre = common_prefix(prompts) if self.prefix_cache else 0
     own = [list(p[n_pre:]) for p in prompts]
     self.stats["prefix_tokens"] = n_pre
-    new = plain.bucket(max_new_tokens, 8)
-    S = plain.bucket(max(len(o) for o in own) + new + self.k + 1, 64)
+    S = slot_length(max(len(o) for o in own), max_new_tokens, self.k)
     static = dict(sampling_=sampling_, top_n=top_logprobs,
                   want_lp=bool(return_logprobs or top_logprobs), eos=eos, max_new=max_new_tokens)
     ctx = sharding.use_mesh(self.mesh) if self.mesh is not None else plain._nullcontext()  # pylint: disable=protected-access
     with ctx:
-      st = self._init_state(prompts[0][:n_pre], S, new + self.k + 1, top_logprobs, keys[:1])
+      st = self._init_state(prompts[0][:n_pre], S, max_new_tokens + self.k + 1, top_logprobs,
+                            keys[:1])
       yield from self._loop(st, own, keys, n, max_new_tokens, static, stop, pad_id)
 
   def _init_state(self, prefix, S, width, top_n, key1):

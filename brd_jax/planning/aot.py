@@ -1,14 +1,16 @@
 """Ahead-of-time compiles of the real jitted steps for a target topology, on this CPU machine.
 
-Each function lowers the very function a stage runs (the train step of `step.make_train_step`, the
-engine's prefill and decode, the scorer's `_score`) against abstract, sharded inputs on the
-target's compile-only devices, and returns the compiler's per-device memory. A program that does
-not fit is reported, not raised: the TPU compiler refuses it with the bytes it needed; the GPU
-compiler only logs, so its peak is compared with HBM by the caller.
+Each function lowers the very function a stage runs (the train step of `step.make_train_step`,
+the teacher engine's preamble prefill, insertion and decode steps, the scorer's `_score`) against
+abstract, sharded inputs on the target's compile-only devices, and returns the compiler's
+per-device memory. A program that does not fit is reported, not raised: the TPU compiler refuses it
+with the bytes it needed; the GPU compiler only logs, so its peak is compared with HBM by the
+caller.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 
@@ -19,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from brd_jax import sharding
 from brd_jax.models import build
+from brd_jax.planning import estimate
 
 _NEEDS = re.compile(r"\(([\d.]+)([KMGT]?)\)?\s*exceeds\s*(?:the\s*)?available\s*HBM\s*\(([\d.]+)([KMGT]?)\)")
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
@@ -82,36 +85,62 @@ def _rows_spec(mesh, *trailing):
   return NamedSharding(mesh, sharding.logical_to_spec(("batch",) + trailing, mesh=mesh))
 
 
-def generate_steps(cfg, batch: int, prompt_len: int, max_new: int, mesh,
-                   top_n: int = 0) -> list[Compiled]:
-  """The engine's prefill and one decode chunk for `batch` prompts of `prompt_len` tokens."""
-  from brd_jax.inference import engine  # pylint: disable=import-outside-toplevel
+def _abstract(mesh, shape, dtype, names):
+  return jax.ShapeDtypeStruct(shape, dtype,
+                              sharding=sharding.named_sharding(mesh, names, shape=shape))
+
+
+def slot_steps(cfg, slots: int, preamble: int, own: int, max_new: int, k: int, mesh,
+               top_n: int = 0) -> list[Compiled]:
+  """`brd generate`'s engine (`inference.slots`): the shared preamble's prefill, the insertion
+  of `slots` prompts of `own` tokens each, and one chunk of decode (verify) steps with k drafts,
+  on the state the engine keeps (`SlotEngine._init_state`) in the shardings it gives it."""
+  from brd_jax.inference import engine, slots as slots_lib  # pylint: disable=import-outside-toplevel
+  from brd_jax.models import cache as cache_lib  # pylint: disable=import-outside-toplevel
   graphdef, state = _model_state(cfg, mesh)
-  P_, new = engine.bucket(prompt_len), engine.bucket(max_new, 8)
-  rows = _rows_spec(mesh, "length")
-  tokens = jax.ShapeDtypeStruct((batch, P_), jnp.int32, sharding=rows)
-  keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), batch))
-  keys = jax.ShapeDtypeStruct(keys.shape, keys.dtype, sharding=_rows_spec(mesh))
-  static = dict(sampling_=engine.Sampling(), top_n=top_n, want_lp=True, pad_id=0, eos=(2,))
+  dtype = jnp.dtype(cfg.dtype)
+  L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+  sh = estimate.slot_shapes(slots, preamble, own, max_new, k)
+  P_, S, width, T = sh["P"], sh["S"], sh["W"], sh["T"]
+  rep = NamedSharding(mesh, P())
+  out: list[Compiled] = []
+  if P_:
+    tok = jax.ShapeDtypeStruct((1, P_), jnp.int32, sharding=rep)
+    out.append(_compile("generate prefix", lambda: _lowered(
+        mesh, slots_lib._prefix, graphdef, state, None, tok, tok))[0])  # pylint: disable=protected-access
+  key = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), slots))
+  a = functools.partial(_abstract, mesh)
+  cache = cache_lib.SlotCache(
+      k=a((L, slots, K, S, H), dtype, cache_lib.CACHE_AXES),
+      v=a((L, slots, K, S, H), dtype, cache_lib.CACHE_AXES),
+      length=a((slots,), jnp.int32, ("batch",)),
+      prefix_k=a((L, K, P_, H), dtype, cache_lib.PREFIX_AXES),
+      prefix_v=a((L, K, P_, H), dtype, cache_lib.PREFIX_AXES),
+      prefix_ok=jax.ShapeDtypeStruct((P_,), jnp.bool_, sharding=rep),
+      prefix_len=jax.ShapeDtypeStruct((), jnp.int32, sharding=rep))
+  rows = lambda *shape_dtype: a(shape_dtype[:-1], shape_dtype[-1], ("batch",) + (None,) * (
+      len(shape_dtype) - 2))
+  st = dict(cache=cache, hist=rows(slots, S, jnp.int32),
+            out=dict(tokens=rows(slots, width, jnp.int32),
+                     logprobs=rows(slots, width, jnp.float32),
+                     top_lp=rows(slots, width, top_n, jnp.float32),
+                     top_ids=rows(slots, width, top_n, jnp.int32)),
+            pending=rows(slots, jnp.int32), n_out=rows(slots, jnp.int32),
+            done=rows(slots, jnp.bool_), keys=rows(slots, key.dtype))
+  static = dict(sampling_=engine.Sampling(), top_n=top_n, want_lp=True, eos=(2,), max_new=max_new)
+  out.append(_compile("generate insert", lambda: _lowered(
+      mesh, slots_lib._insert, graphdef, state, None, st, rows(slots, T, jnp.int32),  # pylint: disable=protected-access
+      rows(slots, jnp.int32), rows(slots, jnp.int32), rows(slots, key.dtype), **static))[0])
+  scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
+  out.append(_compile("generate steps", lambda: _lowered(
+      mesh, slots_lib._steps, graphdef, state, None, st, scalar, scalar, k=k, ngram=3,  # pylint: disable=protected-access
+      pad_id=0, **static))[0])
+  return out
 
-  def lower_prefill():
-    with sharding.use_mesh(mesh):
-      return engine._prefill.lower(graphdef, state, None, tokens, tokens, keys,  # pylint: disable=protected-access
-                                   max_new=new, **static)
-  prefill, compiled = _compile("generate prefill", lower_prefill)
-  if compiled is None:
-    return [prefill]
-  # decode takes the cache and buffers in the shardings prefill hands them over in
-  shapes = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                        compiled.out_info, compiled.output_shardings)
-  cache, buf, done = shapes
-  scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, P()))
 
-  def lower_decode():
-    with sharding.use_mesh(mesh):
-      return engine._decode.lower(graphdef, state, None, cache, buf, done, keys, scalar,  # pylint: disable=protected-access
-                                  scalar, **static)
-  return [prefill, _compile("generate decode", lower_decode)[0]]
+def _lowered(mesh, fn, *args, **kw):
+  with sharding.use_mesh(mesh):
+    return fn.lower(*args, **kw)
 
 
 def score_step(cfg, rows: int, T: int, mesh, slots: int = 4) -> Compiled:

@@ -110,52 +110,64 @@ def _days(seconds: float) -> float:
 
 
 def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
+  """The teacher's engine (`inference.slots`) with the configured switches, one host's chips:
+  memory of its three programs, and the decode roofline (`planning.teacher`) at the configured
+  batch for tokens/s and days."""
+  from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
   from brd_jax.behaviors.config import GenerateConfig  # pylint: disable=import-outside-toplevel
   from brd_jax.corpus.config import CorpusConfig  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.engine import bucket  # pylint: disable=import-outside-toplevel
+  from brd_jax.planning import teacher  # pylint: disable=import-outside-toplevel
   gcfg, ccfg = GenerateConfig(), CorpusConfig()
   cfg, source = _teacher_shape(pcfg, gcfg)
   mesh, shape = _mesh(topo.chips_per_host)
-  B = sharding.batch_multiple(mesh)  # the engine's batch bucket: a power-of-two multiple of it
+  B = sharding.batch_multiple(mesh)  # the engine's slots: a power-of-two multiple of it
   while B < gcfg.batch_size:
     B *= 2
   P = prompt_tokens(gcfg, pcfg)
+  own = min(pcfg.own_tokens, P)
+  preamble = P - own if gcfg.prefix_cache else 0
+  k = generate.speculate_k(gcfg, topo.platform)
   params = _param_bytes(cfg, mesh)
-  prefill, decode = estimate.generate(cfg, params, B, P, gcfg.max_new_tokens, mesh, gcfg.topk)
-  mem = max(prefill, decode, key=lambda m: m.total)
+  steps = estimate.slots(cfg, params, B, preamble, P - preamble, gcfg.max_new_tokens, k, mesh,
+                         gcfg.topk)
+  mem = max(steps.values(), key=lambda m: m.total)
+  w = teacher.Workload(P - own, own, pcfg.mean_output_tokens, gcfg.max_new_tokens,
+                       pcfg.draft_tokens_per_step, k)
+  r = teacher.at_batch(cfg, w, B, topo.chips_per_host, topo.peak_flops, topo.hbm_bandwidth,
+                       gcfg.continuous_batching, gcfg.prefix_cache, k > 0, pcfg.mfu,
+                       2 if gcfg.dtype == "bfloat16" else 4)
   n = cfg.num_params()
-  host = topo.chips_per_host
-  prefill_s = 2 * n * B * bucket(P) / (host * topo.peak_flops * pcfg.mfu)
-  # A decode step reads every weight and, on average, the half-full KV cache.
-  step_bytes = params + prefill.parts["kv_cache"] / 2
-  decode_step = max(step_bytes / topo.hbm_bandwidth, 2 * n * B / (host * topo.peak_flops))
-  batch_s = prefill_s + gcfg.max_new_tokens * decode_step
-  tokens_per_s = B * gcfg.max_new_tokens / batch_s * topo.hosts
-  notes = [f"teacher shape: {source}", f"{B} prompts of ~{P} tokens (bucket {bucket(P)}), "
-           f"{gcfg.max_new_tokens} new tokens each, per host; prefill {prefill.total / GiB:.2f} "
-           f"GiB, decode {decode.total / GiB:.2f} GiB analytic"]
+  sh = estimate.slot_shapes(B, preamble, P - preamble, gcfg.max_new_tokens, k)
+  switches = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in (
+      ("continuous batching", gcfg.continuous_batching), ("prefix cache", gcfg.prefix_cache)))
+  notes = [f"teacher shape: {source}",
+           f"{B} slots per host ({switches}, speculation k={k}); prompts of ~{P} tokens, "
+           f"{preamble} of them a preamble prefilled once (bucket {sh['P']}); a slot holds "
+           f"{sh['S']} tokens; " + ", ".join(f"{what.split()[-1]} {m.total / GiB:.2f} GiB"
+                                             for what, m in steps.items()) + " analytic",
+           f"this batch: {r['step_ms']:.1f} ms a step ({r['bound']}-bound), "
+           f"{pcfg.mean_output_tokens:g} tokens per unit on average (plan.mean_output_tokens)"]
   days, units = None, 0
   if ccfg.max_paragraphs:
     units = ccfg.max_paragraphs * pcfg.sentences_per_paragraph * len(gcfg.behaviors)
-    days = _days(units / B * batch_s / topo.hosts)
+    days = _days(units / (r["units_per_s"] * topo.hosts))
     notes.append(f"{units:,.0f} units ({ccfg.max_paragraphs:,} paragraphs x "
-                 f"{pcfg.sentences_per_paragraph:g} sentences x {len(gcfg.behaviors)} behaviours), "
-                 "every unit decoding max_new_tokens (an upper bound)")
+                 f"{pcfg.sentences_per_paragraph:g} sentences x {len(gcfg.behaviors)} behaviours)")
   notes.extend(_engine_notes(cfg, topo, pcfg, gcfg, P, units))
   sp = StagePlan("generate", f"{cfg.family} {n / 1e9:.2f}B ({cfg.dtype})", dict(zip(
-      sharding.MESH_AXES, shape)), mem, 2 * n, tokens_per_s, days, notes,
-      steps={"generate prefill": prefill, "generate decode": decode})
+      sharding.MESH_AXES, shape)), mem, 2 * n, r["tokens_per_s"] * topo.hosts, days, notes,
+      steps=steps)
   if aot:
     from brd_jax.planning import aot as aot_lib  # pylint: disable=import-outside-toplevel
     devices = topology.devices(topology.host(topo))
-    sp.compiled = aot_lib.generate_steps(cfg, B, P, gcfg.max_new_tokens,
-                                         sharding.make_mesh(shape, devices), gcfg.topk)
+    sp.compiled = aot_lib.slot_steps(cfg, B, preamble, P - preamble, gcfg.max_new_tokens, k,
+                                     sharding.make_mesh(shape, devices), gcfg.topk)
   return sp
 
 
 def _engine_notes(cfg, topo, pcfg, gcfg, P: int, units: float) -> list[str]:
-  """The decode roofline of one host with the engine's switches and without (static batches of
-  full prompts): batch that fits, units/s and days."""
+  """The decode roofline of one host at the best batch that fits, with the engine's switches and
+  without (static batches of full prompts): batch, units/s and days."""
   from brd_jax.planning import teacher  # pylint: disable=import-outside-toplevel
   own = min(pcfg.own_tokens, P)
   w = teacher.Workload(P - own, own, pcfg.mean_output_tokens, gcfg.max_new_tokens,

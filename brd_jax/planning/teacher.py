@@ -11,6 +11,8 @@ the roofline, no MFU discount). Prefill is compute-bound at `mfu`. What the swit
 - speculation (k drafts): tokens_per_step tokens per row-step for k+1 verified tokens' FLOPs.
 The batch is the power of two (<= max_batch) with the most units/s whose weights + KV cache fit
 (without speculation: the largest; with it, verify steps turn compute-bound past some batch).
+The decode loop holds the slots' cache twice (`estimate.slots`, seen in TPU v5e compiles), so a
+batch fits when weights + preamble + 2 x rows' KV take at most 90% of HBM.
 """
 from __future__ import annotations
 
@@ -44,17 +46,24 @@ def replica(cfg, w: Workload, chips: int, hbm_bytes: float, peak_flops: float, b
   free = chips * hbm_bytes * 0.9 - params - shared
   best = {"batch": 0, "units_per_s": 0.0, "fits": False}
   batch = 1
-  while batch <= max_batch and batch * per_row * kvb <= free:
-    r = _at_batch(w, n, params, shared, kvb, batch, k, chips, peak_flops, bandwidth, continuous,
-                  prefix, speculate, mfu)
+  while batch <= max_batch and 2 * batch * per_row * kvb <= free:
+    r = at_batch(cfg, w, batch, chips, peak_flops, bandwidth, continuous, prefix, speculate, mfu,
+                 dtype_bytes)
     if r["units_per_s"] > best["units_per_s"]:
       best = r
     batch *= 2
   return best
 
 
-def _at_batch(w: Workload, n, params, shared, kvb, batch, k, chips, peak_flops, bandwidth,
-              continuous, prefix, speculate, mfu) -> dict:
+def at_batch(cfg, w: Workload, batch: int, chips: int, peak_flops: float, bandwidth: float,
+             continuous: bool, prefix: bool, speculate: bool, mfu: float = 0.4,
+             dtype_bytes: int = 2) -> dict:
+  """Step time and units/s of one replica decoding `batch` slots (whether they fit is the
+  caller's question)."""
+  n = cfg.num_params()
+  params, kvb = n * dtype_bytes, kv_bytes_per_token(cfg, dtype_bytes)
+  shared = w.preamble * kvb if prefix else 0
+  k = w.k if speculate else 0
   out = w.mean_out if continuous else w.max_out   # steps a slot is held, in tokens
   ctx = (w.own if prefix else w.preamble + w.own) + out / 2   # mean per-row KV read in a step
   step_bytes = params + shared + batch * ctx * kvb
