@@ -187,10 +187,10 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
     while queue and not stop.requested:
       retry: list[Unit] = []
       # One stream per template: its prompts share the few-shot preamble (the prefix cache).
-      by_sampling = collections.defaultdict(list)
+      streams = collections.defaultdict(list)
       for u in queue:
-        by_sampling[(_sampling(cfg, u.attempt), u.template)].append(u)
-      for (sampling_, _), group in by_sampling.items():
+        streams[(_sampling(cfg, u.attempt), u.template)].append(u)
+      for (sampling_, _), group in streams.items():
         # Prompts are built a window at a time: a process's share can be millions of units.
         for w in range(0, len(group), window):
           for u, g, n_prompt in _stream_window(engine, tok, group[w:w + window], sampling_, cfg,

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from brd_jax import sharding
-from brd_jax.models.attention import attention_mask, grouped_attention  # noqa: F401
+from brd_jax.models.attention import attention_mask, grouped_attention
 from brd_jax.models.cache import KVCache
 from brd_jax.models.config import ModelConfig, sqrt_d
 

@@ -133,9 +133,9 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
   mem = max(steps.values(), key=lambda m: m.total)
   w = teacher.Workload(P - own, own, pcfg.mean_output_tokens, gcfg.max_new_tokens,
                        pcfg.draft_tokens_per_step, k)
+  dtype_bytes = 2 if gcfg.dtype == "bfloat16" else 4
   r = teacher.at_batch(cfg, w, B, topo.chips_per_host, topo.peak_flops, topo.hbm_bandwidth,
-                       gcfg.continuous_batching, gcfg.prefix_cache, k > 0, pcfg.mfu,
-                       2 if gcfg.dtype == "bfloat16" else 4)
+                       gcfg.continuous_batching, gcfg.prefix_cache, k > 0, pcfg.mfu, dtype_bytes)
   n = cfg.num_params()
   sh = estimate.slot_shapes(B, preamble, P - preamble, gcfg.max_new_tokens, k)
   switches = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in (
@@ -153,7 +153,7 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
     days = _days(units / (r["units_per_s"] * topo.hosts))
     notes.append(f"{units:,.0f} units ({ccfg.max_paragraphs:,} paragraphs x "
                  f"{pcfg.sentences_per_paragraph:g} sentences x {len(gcfg.behaviors)} behaviours)")
-  notes.extend(_engine_notes(cfg, topo, pcfg, gcfg, P, units))
+  notes.extend(_engine_notes(cfg, topo, pcfg, w, dtype_bytes, units))
   sp = StagePlan("generate", f"{cfg.family} {n / 1e9:.2f}B ({cfg.dtype})", dict(zip(
       sharding.MESH_AXES, shape)), mem, 2 * n, r["tokens_per_s"] * topo.hosts, days, notes,
       steps=steps)
@@ -165,14 +165,12 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
   return sp
 
 
-def _engine_notes(cfg, topo, pcfg, gcfg, P: int, units: float) -> list[str]:
+def _engine_notes(cfg, topo, pcfg, w, dtype_bytes: int, units: float) -> list[str]:
   """The decode roofline of one host at the best batch that fits, with the engine's switches and
-  without (static batches of full prompts): batch, units/s and days."""
+  without (static batches of full prompts): batch, units/s and days. `w`: the plan's workload
+  (`teacher.Workload`); the speculation line uses k=4 whatever the config's k."""
   from brd_jax.planning import teacher  # pylint: disable=import-outside-toplevel
-  own = min(pcfg.own_tokens, P)
-  w = teacher.Workload(P - own, own, pcfg.mean_output_tokens, gcfg.max_new_tokens,
-                       pcfg.draft_tokens_per_step, 4)
-  dtype_bytes = 2 if gcfg.dtype == "bfloat16" else 4
+  w = dataclasses.replace(w, k=4)
   chips = topo.chips_per_host
   out = []
   for label, on in (("engine: continuous batching + prefix cache", (True, True, False)),
