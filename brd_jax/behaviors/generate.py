@@ -14,7 +14,7 @@ import json
 import logging
 import time
 
-from brd_jax import sharding
+from brd_jax import sharding, writer_lock
 from brd_jax.behaviors import ledger, parse, templates
 from brd_jax.behaviors.config import GenerateConfig
 from brd_jax.errors import UserError
@@ -109,6 +109,12 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
     raise UserError(f"generate.dtype={cfg.dtype!r}: must be '', 'float32' or 'bfloat16'")
   paragraphs = list(read_paragraphs(paragraphs_dir))
   n_proc, proc = processes(cfg)
+  # One writer per (ledger, process index), before the teacher loads: a duplicate run fails fast.
+  with writer_lock.hold(ledger_dir, proc, "generate"):
+    return _run(cfg, paragraphs, ledger_dir, mesh, progress, loaded, n_proc, proc)
+
+
+def _run(cfg, paragraphs, ledger_dir, mesh, progress, loaded, n_proc, proc) -> dict:
   if loaded is None:
     if not cfg.teacher:
       raise UserError("no teacher: give --teacher SPEC (generate.teacher)")

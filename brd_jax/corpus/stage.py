@@ -10,7 +10,8 @@ Two phases, so that the output does not depend on how many processes did the wor
    object store (gs://), which has neither locks nor renames, process 0 waits for the other
    shares and merges; its manifest.json, written last, is what makes the corpus count.
 A re-run whose inputs (paths, sizes, mtimes), settings and evaluation texts match the manifest
-does nothing.
+does nothing. A process holds the writer lock of its index (`writer_lock`) through both phases, so
+a second process started with the same index fails at once instead of sharing its work files.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import time
 
 import numpy as np
 
+from brd_jax import writer_lock
 from brd_jax.corpus import filters, ngrams, readers
 from brd_jax.corpus import split as split_lib
 from brd_jax.corpus.config import CorpusConfig
@@ -105,6 +107,13 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
   if done and done.get("fingerprint") == fingerprint:
     return {"status": "up to date", "paragraphs": done["kept"], "dir": str(workdir / "paragraphs")}
   n, i = processes(cfg)
+  # One writer per (workdir, process index): a duplicate of a running process fails at once.
+  with writer_lock.hold(workdir, i, "corpus"):
+    return _run_share(cfg, workdir, sources, fingerprint, eval_texts, n, i, progress)
+
+
+def _run_share(cfg, workdir, sources, fingerprint, eval_texts, n, i, progress) -> dict:
+  """Phase 1 for process i's share, then the merge when every share is done."""
   parts = workdir / "parts" / f"{fingerprint[:16]}-{n}p-{cfg.chunk_docs}d"
   _phase1(cfg, sources, parts / f"p{i:04d}", n, i, eval_texts, progress)
   atomic_write_text(parts / f"p{i:04d}" / "DONE", "")
