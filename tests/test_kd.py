@@ -1,16 +1,18 @@
-"""KD from the ledger: top-k written by `brd generate` reach the train step aligned with the
-teacher's tokens, the KD term is what numpy computes, and a student with another tokenizer is
+"""KD from the ledger: top-k written by `brd generate` are the teacher's as `transformers` computes
+them and reach the train step aligned with the teacher's tokens, the KD term is what numpy
+computes and is in the gradient the step applies, and a student with another tokenizer is
 refused."""
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import tiny_teacher
 from brd_jax import sharding, tokenizer
-from brd_jax.behaviors import generate, ledger
+from brd_jax.behaviors import generate, ledger, templates
 from brd_jax.behaviors.config import GenerateConfig
 from brd_jax.data import tasks
 from brd_jax.data.config import DataConfig
@@ -65,6 +67,38 @@ def test_teacher_topk_are_aligned_with_the_teacher_tokens(kd_corpus):
   assert np.all(np.diff(batch["teacher_topk_logprobs"][taught], axis=-1) <= 1e-3)
 
 
+def test_stored_topk_are_the_teachers_as_transformers_computes_them(kd_corpus):
+  """The ledger's top-k (written by `brd generate` through the slot engine, prefix cache on) are,
+  at every generated position, the teacher's K most likely ids and their log-probs as
+  `transformers` computes them by teacher-forcing the prompt + output, to float16 storage."""
+  import torch
+  import transformers
+  pars, led = kd_corpus
+  teacher = pars.parent / "teacher"
+  hf_tok = transformers.AutoTokenizer.from_pretrained(teacher)
+  ref = transformers.AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32).eval()
+  recs = list(ledger.read(led))
+  assert len(recs) == 7 and sum(r["n_tokens"] for r in recs) > 20
+  for r in recs:
+    # The prompt as generate builds it, rendered and encoded by `transformers` from the record.
+    msgs = templates.get(r["template"]).messages(r["sentence"], r["context"])
+    prompt = hf_tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+    prompt = prompt if isinstance(prompt, list) else prompt["input_ids"]
+    assert len(prompt) == r["prompt_tokens"]
+    tokens = ledger.unpack_tokens(r["tokens"])
+    ids, lps = ledger.unpack_topk(r["topk"])
+    assert ids.shape == (len(tokens), K)
+    with torch.no_grad():
+      logits = ref(torch.tensor([prompt + tokens])).logits[0].double()
+    lp = torch.log_softmax(logits, -1).numpy()[len(prompt) - 1:len(prompt) - 1 + len(tokens)]
+    # float16 keeps 11 significant bits: half an ulp is at most 2**-11 of the value.
+    tol = 2.0 ** -11 * np.abs(lp).max() + 1e-4
+    np.testing.assert_allclose(lps, np.take_along_axis(lp, ids, -1), rtol=0, atol=tol)
+    np.testing.assert_allclose(lps, -np.sort(-lp, -1)[:, :K], rtol=0, atol=tol)
+    assert all(len(set(row)) == K for row in ids.tolist())
+    assert np.min(lps[:, 0] - lps[:, -1]) > 10 * tol  # a copied value would show
+
+
 def test_one_kd_step_gives_the_loss_numpy_predicts(kd_corpus):
   pars, led = kd_corpus
   tok = tokenizer.byte_level()
@@ -99,6 +133,64 @@ def test_one_kd_step_gives_the_loss_numpy_predicts(kd_corpus):
   assert float(m["loss"]) == pytest.approx(want_nll, rel=1e-4)
   assert float(m["kd"]) == pytest.approx(want_kd, rel=1e-4)
   assert want_kd > 0.1
+
+
+def test_kd_weight_enters_the_update_as_plain_jax_grad_predicts(kd_corpus):
+  """The KD term is in the differentiated objective, not only in the metrics: with a plain SGD
+  (lr 1, so update = -grad) the step's update is the gradient of LM CE + w * forward KL to the
+  renormalised top-k, written out below, for w = 0 and w > 0, and w visibly changes it."""
+  pars, led = kd_corpus
+  tok = tokenizer.byte_level()
+  dcfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led), seq_len=64, pack=True)
+  reg = tasks.register(tok, dcfg, kd=True)
+  local = step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg).as_numpy_iterator()),
+                                   reg.kd_table)
+  assert local["teacher_topk_weights"].sum() > 20
+  cfg = mc.named_config("llama_tiny").replace(vocab_size=320)
+  params, bind = build.functional(build.create(cfg, seed=0))
+  host = jax.device_get(params)  # the step donates its state: every run starts from this copy
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  tx = optax.sgd(1.0)
+  batch = {k: sharding.global_batch(v, mesh) for k, v in local.items()}
+
+  def update(kd_weight):
+    tcfg = TrainConfig(kd_weight=kd_weight, steps=1, warmup_steps=0)
+    shardings = step_lib.state_shardings(cfg, tx, host, mesh)
+    state = step_lib.init_state(tx, jax.device_put(host, shardings["params"]), shardings, mesh)
+    new, _ = step_lib.make_train_step(bind, tx, tcfg, mesh, shardings)(state, batch)
+    return np.concatenate([(np.asarray(a, np.float64) - b).ravel() for a, b in zip(
+        jax.tree.leaves(jax.device_get(new["params"])), jax.tree.leaves(host))])
+
+  # The reference: per-token CE and KL(teacher top-k renormalised || student) from log_softmax,
+  # summed over real targets (KL only where taught), divided by the real target count.
+  x = {k: jnp.asarray(v) for k, v in local.items()}
+  w = x["decoder_loss_weights"].astype(jnp.float32)
+
+  def reference(p, kd_weight):
+    logits = bind(p)(x["decoder_input_tokens"], positions_BT=x["decoder_positions"],
+                     segment_ids_BT=x["decoder_segment_ids"])[0]
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    ce = -jnp.take_along_axis(logp, x["decoder_target_tokens"][..., None], -1)[..., 0]
+    pt = jnp.exp(x["teacher_topk_logprobs"])
+    pt = pt / pt.sum(-1, keepdims=True)
+    kl = jnp.sum(pt * (jnp.log(pt) - jnp.take_along_axis(logp, x["teacher_topk_ids"], -1)), -1)
+    return (jnp.sum(ce * w) + kd_weight * jnp.sum(kl * w * x["teacher_topk_weights"])) / \
+        jnp.sum(w)
+
+  ref_grad = jax.jit(jax.grad(reference))
+
+  def grad(kd_weight):
+    g = ref_grad(jax.device_put(host), jnp.float32(kd_weight))
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(g)])
+
+  kd_weight = 0.5
+  g0, gw = grad(0.0), grad(kd_weight)
+  u0, uw = update(0.0), update(kd_weight)
+  scale = np.abs(gw).max()
+  np.testing.assert_allclose(u0, -g0, rtol=0, atol=1e-4 * scale)
+  np.testing.assert_allclose(uw, -gw, rtol=0, atol=1e-4 * scale)
+  # The difference the weight makes is no rounding effect.
+  assert np.linalg.norm(uw - u0) > 0.05 * np.linalg.norm(u0)
 
 
 def test_kd_is_refused_for_another_tokenizer_or_a_ledger_without_topk(kd_corpus, tmp_path):

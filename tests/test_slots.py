@@ -1,6 +1,7 @@
 """The teacher's engine (`inference/slots.py`): continuous batching, the shared-prefix cache and
 prompt-lookup speculation each give the plain engine's greedy tokens; speculative sampling keeps
-the model's distribution; compilations stay within bounds while prompts of many lengths stream."""
+the model's distribution; compilations stay within bounds while prompts of many lengths stream;
+the top-k and chosen log-probs of both engines are those `transformers` computes."""
 import itertools
 
 import jax
@@ -228,3 +229,66 @@ def test_compilations_stay_within_bounds_while_prompts_stream():
   # between them. Four calls of 30 prompts compile no more than that.
   assert new["insert"] <= 4 * 4 and new["step"] <= 4 and new["compact"] <= 6
   assert new["prefill"] == 0 and new["decode"] == 0
+
+
+@pytest.fixture(scope="module")
+def byte_teacher_hf(tmp_path_factory):
+  """The tiny byte-level teacher: its HF dir, as the engines load it and as `transformers` does."""
+  import tiny_teacher
+  import torch
+  import transformers
+  from brd_jax.checkpoints import resolve
+  path = tiny_teacher.make(tmp_path_factory.mktemp("bt_hf"))
+  ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+  return resolve.load(str(path)), ref
+
+
+def _torch_logprobs(ref, prompt, tokens):
+  """log p(. | prompt + tokens[:j]) at each generated position j, from `transformers`."""
+  import torch
+  with torch.no_grad():
+    logits = ref(torch.tensor([list(prompt) + list(tokens)])).logits[0].double()
+  return torch.log_softmax(logits, -1).numpy()[len(prompt) - 1:len(prompt) - 1 + len(tokens)]
+
+
+@pytest.mark.parametrize("kind", ["slots", "slots_sampled", "plain"])
+def test_top_logprobs_are_the_models_as_transformers_computes_them(byte_teacher_hf, kind):
+  """Every generated position's top-k ids and log-probs, and the chosen token's log-prob, are
+  those of teacher-forcing prompt + output through `transformers` (fp32, 1e-4)."""
+  loaded, ref = byte_teacher_hf
+  tok, K = loaded.tokenizer, 4
+  preamble = "Read the sentence and name its entities, one per line.\nSentence: "
+  texts = ["Town 3 has a river.", "It floods in May, in May.", "a b c a b c a b c",
+           "The longest sentence of them all, by a long way, has no end.", "Hi.", "xyz " * 6]
+  prompts = [tok.encode(preamble + t) for t in texts]
+  kw = dict(eos_ids=(), top_logprobs=K, return_logprobs=True)
+  if kind == "plain":
+    out = Engine(loaded.model, tok, max_batch=4, chunk=4).generate(prompts, 16, Sampling(), **kw)
+  elif kind == "slots_sampled":
+    # Sampled tokens are not the top-1: the chosen token's log-prob is checked on its own.
+    eng = SlotEngine(loaded.model, tok, max_batch=2, speculate_k=3)
+    out = eng.generate(prompts, 16, Sampling(temperature=1.0), seed=5, **kw)
+    assert eng.stats["prefix_tokens"] > 0
+    assert sum(t != row[0][0] for g in out for t, row in zip(g.tokens, g.top_logprobs)) > 20
+  else:
+    # Rows end at varied steps (an end token about half the outputs hold): slots are refilled
+    # mid-decode, the preamble is prefilled once, drafts are verified several tokens a step.
+    free = Engine(loaded.model, tok, max_batch=8).generate(prompts, 16, Sampling(), eos_ids=())
+    kw["eos_ids"] = (_eos_for(free),)
+    eng = SlotEngine(loaded.model, tok, max_batch=2, speculate_k=3)
+    out = eng.generate(prompts, 16, Sampling(), **kw)
+    assert eng.stats["refills"] > 0 and eng.stats["prefix_tokens"] > 0
+    assert eng.stats["accepted"] > 0 and len({len(g.tokens) for g in out}) >= 3
+  for p, g in zip(prompts, out):
+    assert g.tokens and len(g.top_logprobs) == len(g.logprobs) == len(g.tokens)
+    lp = _torch_logprobs(ref, p, g.tokens)
+    ids = np.asarray([[i for i, _ in row] for row in g.top_logprobs])
+    vals = np.asarray([[v for _, v in row] for row in g.top_logprobs])
+    # Each stored (id, log-prob) is the model's, and the stored values are its K largest (a
+    # near-tie may order two ids either way; the values pin the set).
+    np.testing.assert_allclose(vals, np.take_along_axis(lp, ids, -1), atol=1e-4)
+    np.testing.assert_allclose(vals, -np.sort(-lp, -1)[:, :K], atol=1e-4)
+    np.testing.assert_allclose(g.logprobs, lp[np.arange(len(g.tokens)), g.tokens], atol=1e-4)
+    # Distinct ids, and the values far enough apart that a copied value would show.
+    assert all(len(set(row)) == K for row in ids.tolist())
+    assert np.min(vals[:, 0] - vals[:, -1]) > 1e-2
