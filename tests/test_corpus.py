@@ -228,21 +228,34 @@ def test_near_duplicates_are_removed_and_distinct_paragraphs_kept(tmp_path, real
 eval_dir = needs.eval_data
 
 
-def test_paragraph_with_an_rte_premise_is_dropped_and_a_12_word_overlap_kept(tmp_path):
+def test_a_13_word_overlap_with_an_rte_input_is_dropped_and_a_12_word_one_kept(tmp_path):
+  """n is exactly 13 (corpus.decontam_ngram). Each overlap is fenced by a word no RTE input has,
+  so no 14-gram of the first paragraph and no 13-gram of the second can match, while a 12-gram
+  check would drop the second. The overlap crosses a sentence end of the input and is written
+  lower-case without its punctuation: words are compared as `ngrams.words` normalises them. The
+  12 words are followed by a full stop and the fence: the n-grams run across sentence ends."""
+  import re
+  from brd_jax.corpus import ngrams
   from brd_jax.evaluation.tasks import input_texts
   eval_dir()
   texts = input_texts(("rte",), None)
-  premise = next(t for t in texts["rte"] if len(t.split()) > 40)
-  words = premise.split()
-  twelve = " ".join(words[5:17])
-  intro = "This is an ordinary paragraph about a town. It mentions nothing in particular."
-  contaminated = f"{intro} {premise}"
-  near_miss = f"{intro} Someone once wrote that {twelve} and then stopped."
+  fence = "qzxv"
+  assert not any(fence in ngrams.words(t) for t in texts["rte"])
+  run = None
+  for t in texts["rte"]:  # the first input with 7 words before a sentence end and 6 after it
+    end, ws = re.search(r"\w\. (?=[A-Z])", t), ngrams.words(t)
+    start = len(ngrams.words(t[:end.end()])) - 7 if end else -1
+    if start >= 0 and start + 13 <= len(ws):
+      run = ws[start:start + 13]
+      break
+  contaminated = f"Someone once read a report. It said {fence} {' '.join(run)} {fence}."
+  near_miss = f"Someone wrote it down. It said {fence} {' '.join(run[:12])}. Qzxv stopped."
   (tmp_path / "in.txt").write_text(f"{contaminated}\n\n{near_miss}\n")
-  cfg = cfg_for([tmp_path / "in.txt"], decontaminate=("rte",), require_terminal_punct=False)
+  cfg = cfg_for([tmp_path / "in.txt"], decontaminate=("rte",), require_terminal_punct=False,
+                near_dedup=False)
   stage.run(cfg, tmp_path / "w", texts, progress=False)
   kept = [r["text"] for r in outputs(tmp_path / "w")]
-  assert kept == [" ".join(near_miss.split())]
+  assert kept == [near_miss]
   m = stage.read_manifest(tmp_path / "w")
   assert m["dropped"]["contaminated"] == 1
   assert m["decontamination"]["rte"]["paragraphs_dropped"] == 1

@@ -1,9 +1,13 @@
 """`brd eval` against lm-evaluation-harness 0.4.13 itself: lm-eval's shipped task definitions
-(its YAML, document processing and Task objects) build the requests from the same rows of the
-official files, and they must equal the project's, document by document; on a sample, lm-eval's
-HF backend scores them with the same SmolLM2 weights and its own metric code picks the answers.
-(`lm_eval_task` only writes the rows to a JSON file and points lm-eval's task YAML at it.)"""
+(its YAML, document processing and Task objects) build the requests from the official files, read
+by HF `datasets`' own json / csv builders into the schema of the Hub dataset each YAML names (not by
+the project's reader), and they must equal the project's, document by document; on a sample,
+lm-eval's HF backend scores them with the same SmolLM2 weights and its own metric code picks the
+answers. (`lm_eval_task`, used by the sample, the acc_norm check and `brd bench eval`, writes rows
+the project read to a JSON file and points lm-eval's task YAML at it.)"""
+import csv
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -28,12 +32,49 @@ def requests_by_doc(t) -> list[list[tuple[str, str]]]:
   return [out[k] for k in sorted(out)]
 
 
+# task -> the datasets builder, the official file, the builder's options and the label names of
+# the Hub dataset lm-eval's YAML loads (aps/super_glue, nyu-mll/glue, facebook/xnli, paws-x):
+# its doc_to_target is that ClassLabel's integer.
+_TSV = {"delimiter": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False}
+OFFICIAL = {
+    "rte": ("json", "rte/val.jsonl", {}, ["entailment", "not_entailment"]),
+    "cb": ("json", "cb/val.jsonl", {}, ["entailment", "contradiction", "neutral"]),
+    "boolq": ("json", "boolq/val.jsonl", {}, ["False", "True"]),
+    "sst2": ("csv", "sst2/dev.tsv", _TSV, ["negative", "positive"]),
+    "xnli": ("json", "xnli/derived_format/test-en.hf.jsonl", {},  # HF schema (SOURCES.md)
+             ["entailment", "neutral", "contradiction"]),
+    "pawsx": ("csv", "pawsx/derived_format/dev-en.xtreme.tsv",  # XTREME: no header, no id
+              {**_TSV, "column_names": ["sentence1", "sentence2", "label"]}, ["0", "1"]),
+}
+
+
+def official_task(task: str, tmp: pathlib.Path):
+  """lm-eval's own Task for `task` on the official file, loaded by `datasets` (lm-eval's
+  `custom_dataset` hook stands in for its Hub download), as the split the YAML evaluates."""
+  import datasets
+  import lm_eval
+  from lm_eval.api.task import ConfigurableTask
+  from lm_eval.tasks._yaml_loader import load_yaml
+  cfg = load_yaml(pathlib.Path(lm_eval.__file__).parent / "tasks" / LM_EVAL[task])
+  key = "test_split" if cfg.get("test_split") else "validation_split"
+  split = cfg[key]
+  builder, file, kwargs, names = OFFICIAL[task]
+  ds = datasets.load_dataset(builder, data_files={split: str(DATA / file)},
+                             cache_dir=str(tmp / "hf"), **kwargs)
+  if ds[split].features["label"].dtype == "bool":  # BoolQ's JSON booleans
+    ds = ds.cast_column("label", datasets.Value("int64"))
+  ds = ds.cast_column("label", datasets.ClassLabel(names=names))
+  cfg.update(custom_dataset=lambda **_: ds, dataset_kwargs=None, training_split=None,
+             validation_split=None, test_split=None, fewshot_split=None)
+  cfg[key] = split
+  return ConfigurableTask(config=cfg)
+
+
 @pytest.mark.parametrize("task", list(LM_EVAL))
 def test_every_request_of_the_official_files_equals_lm_evals(task, tmp_path):
   _need_data()
-  rows = tasks.ROWS[task](DATA)
   ours = tasks.load(task, DATA)
-  t = lm_eval_task(task, rows, tmp_path)
+  t = official_task(task, tmp_path)
   theirs = requests_by_doc(t)
   assert len(ours) == len(theirs) > 50
   for i, (d, req) in enumerate(zip(ours, theirs)):

@@ -75,6 +75,11 @@ def _peer(model, prompts, cfg, batch: int, eos: list[int], pad_id: int):
   return out
 
 
+def agreement(ours: dict, peer: dict) -> float:
+  """The share of the peer's rows whose generated tokens the engine's equal exactly."""
+  return sum(ours[k] == peer[k] for k in peer) / len(peer)
+
+
 def _timed(fn, engine):
   fn()  # warm-up: compilation, caches
   engine.stats.clear()
@@ -115,7 +120,7 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", sentences: int = 64, ba
 
   useful = lambda res: sum(len(v) for v in res.values())
   tps = {"project": useful(ours) / t_ours, "peer": useful(peer) / t_peer}
-  agree = sum(ours[k] == peer[k] for k in peer) / len(peer)
+  agree = agreement(ours, peer)
   off = {}
   if ablation:
     defaults = {"continuous_batching": cfg.continuous_batching, "prefix_cache": cfg.prefix_cache,
@@ -125,9 +130,8 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", sentences: int = 64, ba
       alt = dataclasses.replace(cfg, **{name: flipped})
       eng = generate.make_engine(alt, loaded, None)
       res, dt = _timed(lambda eng=eng, alt=alt: _ours(eng, prompts, alt), eng)
-      same = sum(res[k] == peer[k] for k in peer) / len(peer)
       off[name] = {"value": flipped, "tokens_per_s": useful(res) / dt, "seconds": dt,
-                   "agreement": same, "engine": dict(eng.stats)}
+                   "agreement": agreement(res, peer), "engine": dict(eng.stats)}
       print(f"{name}={flipped}: {dt:.1f}s  {dict(eng.stats)}", flush=True)
   lengths = collections.Counter(min(len(v) // 40 * 40, 160) for v in ours.values())
   rows = [("model", f"{model_spec}, fp32, greedy"),
