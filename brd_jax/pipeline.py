@@ -123,7 +123,7 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
     fp_train[name] = content_digest("train", name, fp_par, fp_ledger, dataclasses.asdict(dcfg),
                              _bindings("train", "student", "model", "mesh"))
     stages.run(f"train_{name}", fp_train[name], lambda d=dcfg, n=name: _train(
-        workdir / f"train_{n}", mesh, tcfg, d, scfg, progress))
+        workdir / f"train_{n}", mesh, tcfg, d, scfg, progress, fp_train[n]))
 
   models = {}
   if pcfg.eval_teacher:
@@ -155,8 +155,20 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
           "ledger_remaining": gen.get("summary", {}).get("remaining")}
 
 
-def _train(workdir, mesh, tcfg, dcfg, scfg, progress) -> dict:
+def _train(workdir, mesh, tcfg, dcfg, scfg, progress, fingerprint: str) -> dict:
+  """Trains in workdir, resuming a run of the same fingerprint. A run of another one (its data or
+  settings changed since) is moved aside, not resumed (the trainer refuses a changed data stream)
+  and not deleted."""
   from brd_jax.training import loop  # pylint: disable=import-outside-toplevel
+  mark = workdir / "pipeline_fingerprint"
+  old = mark.read_text().strip() if mark.exists() else ""
+  if old and old != fingerprint:
+    aside = workdir.with_name(f"{workdir.name}.superseded-{old}")
+    workdir.rename(aside)
+    print(f"[pipeline] {workdir.name}: its data or settings changed; the earlier run is kept in "
+          f"{aside}", flush=True)
+  workdir.mkdir(parents=True, exist_ok=True)
+  atomic_write_text(mark, fingerprint + "\n")
   return loop.train(workdir, mesh, tcfg, dcfg, scfg, progress=progress)
 
 

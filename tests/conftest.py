@@ -88,3 +88,17 @@ def pytest_terminal_summary(terminalreporter):
         "trust: faults injected {} / survived {}; bad inputs tried {} / handled cleanly {}".format(
             TRUST["faults injected"], TRUST["faults survived"], TRUST["bad inputs tried"],
             TRUST["bad inputs handled cleanly"]))
+
+
+@pytest.fixture(scope="session")
+def reading_teacher():
+  """The tiny teacher that reads (`tiny_teacher.make_reader`): trained once (~45 s) into the asset
+  cache, keyed by the digest of its recipe and the templates, and shared by the xdist workers (and
+  `tests/mutations.py`'s runs) through a file lock."""
+  import filelock  # pylint: disable=import-outside-toplevel
+  import tiny_teacher  # pylint: disable=import-outside-toplevel
+  from brd_jax import assets  # pylint: disable=import-outside-toplevel
+  root = assets.cache_dir() / "test-fixtures"
+  root.mkdir(parents=True, exist_ok=True)
+  with filelock.FileLock(str(root / "reading_teacher.lock")):
+    return tiny_teacher.make_reader(root / f"reading-teacher-{tiny_teacher.recipe_digest()}")

@@ -39,6 +39,28 @@ def write_paragraphs(d: pathlib.Path, n: int, repeat: str | None = None) -> path
   return d
 
 
+def reading_paragraphs(d: pathlib.Path, n: int, seed: int = 0) -> pathlib.Path:
+  """Paragraphs of `tiny_teacher.sentence`s of every kind, for the reading teacher."""
+  rng = random.Random(seed)
+  d.mkdir(parents=True, exist_ok=True)
+  pars = []
+  for i in range(n):
+    s = [tiny_teacher.sentence(rng, tiny_teacher.KINDS[(i + j) % 4]) for j in range(2)]
+    pars.append({"id": f"p{i:03d}", "doc_id": "d", "text": " ".join(s), "sentences": s})
+  (d / "shard-00000.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pars))
+  return d
+
+
+def expected_valid(paragraphs_dir, behaviors=("ner", "qra")) -> dict:
+  """(behaviour, sentence) -> whether the reading teacher's greedy reading is valid."""
+  out = {}
+  for line in (pathlib.Path(paragraphs_dir) / "shard-00000.jsonl").read_text().splitlines():
+    for s in json.loads(line)["sentences"]:
+      for b in behaviors:
+        out[(b, s)] = tiny_teacher.valid(b, s)
+  return out
+
+
 def content(ledger_dir) -> dict:
   """key -> what the teacher produced (process and order excluded)."""
   out = {}
@@ -48,7 +70,10 @@ def content(ledger_dir) -> dict:
   return out
 
 
-def check_exactly_once(ledger_dir, n_units, max_attempts):
+def check_exactly_once(ledger_dir, n_units, max_attempts, first_valid=None):
+  """Every unit's attempts are 0..n-1, each once; nothing follows a valid reading; a unit stops
+  short of max_attempts only when valid. `first_valid`: (behaviour, sentence) -> whether attempt
+  0 must be valid (the reading teacher's known outcome)."""
   per_unit = collections.defaultdict(list)
   for path in ledger.shards(ledger_dir):  # every committed shard parses, line by line
     for line in path.read_text().splitlines():
@@ -56,22 +81,37 @@ def check_exactly_once(ledger_dir, n_units, max_attempts):
       per_unit[r["unit"]].append(r)
   assert len(per_unit) == n_units
   for recs in per_unit.values():
-    attempts = sorted(r["attempt"] for r in recs)
-    assert attempts == list(range(len(attempts)))  # each attempt once, none skipped
+    recs.sort(key=lambda r: r["attempt"])
+    assert [r["attempt"] for r in recs] == list(range(len(recs)))  # each once, none skipped
+    assert not any(r["valid"] for r in recs[:-1]), "a valid unit was generated again"
     assert recs[-1]["valid"] or len(recs) == max_attempts
+    if first_valid is not None:
+      assert recs[0]["valid"] == first_valid[(recs[0]["behavior"], recs[0]["sentence"])], recs[0]
+  if first_valid is not None:
+    assert 0 < sum(first_valid.values()) < len(first_valid)  # both outcomes occur
+  return per_unit
 
 
 GIN = ["--gin", "generate.max_new_tokens=12", "--gin", "generate.commit_every=3",
        "--gin", "generate.batch_size=8", "--behaviors", "ner", "--no_progress"]
+# The reading teacher's readings fit in 48 tokens; about 3 in 4 units are valid at attempt 0.
+READ = ["--gin", "generate.max_new_tokens=48", "--gin", "generate.commit_every=3",
+        "--gin", "generate.batch_size=8", "--behaviors", "ner,qra", "--no_progress"]
+
+
+@pytest.fixture(scope="module")
+def reader(reading_teacher):
+  return reading_teacher
 
 
 @pytest.mark.slow
-def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_path, teacher,
+def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_path, reader,
                                                                          trust):
-  pars = write_paragraphs(tmp_path / "paragraphs", 24)  # 48 ner units
+  teacher = reader
+  pars = reading_paragraphs(tmp_path / "paragraphs", 24)  # 48 ner + 48 qra units
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   ref = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "ref",
-                               "--teacher", teacher, *GIN), cwd=ROOT, env=env,
+                               "--teacher", teacher, *READ), cwd=ROOT, env=env,
                        capture_output=True, text=True)
   assert ref.returncode == 0, ref.stderr[-3000:]
   out, rng = tmp_path / "killed", random.Random(0)
@@ -80,16 +120,16 @@ def test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run(tmp_pat
     before = len(ledger.shards(out)) if out.exists() else 0
     target = before + rng.randrange(1, 6)
     # killed anywhere inside the next shard's work
-    if signal_when(["generate", "--paragraphs", pars, "--ledger", out, "--teacher", teacher, *GIN],
+    if signal_when(["generate", "--paragraphs", pars, "--ledger", out, "--teacher", teacher, *READ],
                    lambda t=target: out.exists() and len(ledger.shards(out)) >= t, signal.SIGKILL,
                    timeout=120, delay=rng.random() * 0.5, env=env):
       kills += 1
       trust.injected()
   assert kills >= 3
   done = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", out, "--teacher",
-                                teacher, *GIN), cwd=ROOT, env=env, capture_output=True, text=True)
+                                teacher, *READ), cwd=ROOT, env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
-  check_exactly_once(out, 48, 2)
+  check_exactly_once(out, 96, 2, expected_valid(pars))
   assert content(out) == content(tmp_path / "ref")
   summary = json.loads(done.stdout.strip().splitlines()[-1])
   assert summary["remaining"] == 0
@@ -104,8 +144,9 @@ def _free_port():
 
 @pytest.mark.multiprocess
 @pytest.mark.slow
-def test_two_processes_then_one_finish_what_one_process_does(tmp_path, teacher):
-  pars = write_paragraphs(tmp_path / "paragraphs", 12)  # 24 units
+def test_two_processes_then_one_finish_what_one_process_does(tmp_path, reader):
+  teacher = reader
+  pars = reading_paragraphs(tmp_path / "paragraphs", 6)  # 24 units
   port = _free_port()
   procs = []
   for i in range(2):
@@ -113,7 +154,7 @@ def test_two_processes_then_one_finish_what_one_process_does(tmp_path, teacher):
            "BRD_NUM_PROCESSES": "2", "BRD_PROCESS_ID": str(i)}
     procs.append(subprocess.Popen(
         brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "multi", "--teacher",
-                teacher, "--limit", 5, *GIN), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                teacher, "--limit", 5, *READ), cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True))
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
@@ -124,13 +165,13 @@ def test_two_processes_then_one_finish_what_one_process_does(tmp_path, teacher):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   fin = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "multi",
                                "--teacher", teacher, "--num_processes", 1, "--process_index", 0,
-                               *GIN), cwd=ROOT, env=env, capture_output=True, text=True)
+                               *READ), cwd=ROOT, env=env, capture_output=True, text=True)
   assert fin.returncode == 0, fin.stderr[-3000:]
   one = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "one",
-                               "--teacher", teacher, *GIN), cwd=ROOT, env=env,
+                               "--teacher", teacher, *READ), cwd=ROOT, env=env,
                        capture_output=True, text=True)
   assert one.returncode == 0, one.stderr[-3000:]
-  check_exactly_once(tmp_path / "multi", 24, 2)
+  check_exactly_once(tmp_path / "multi", 24, 2, expected_valid(pars))
   assert content(tmp_path / "multi") == content(tmp_path / "one")
 
 
@@ -152,6 +193,25 @@ def test_repeated_sentence_is_one_unit_and_rerun_does_nothing(tmp_path, teacher)
       r["n_tokens"]
   m = ledger.read_manifest(tmp_path / "ledger")
   assert m["units"] == 14 and m["done"] == 14 and m["topk_bytes_per_token"] > 0
+
+
+def test_valid_readings_are_never_generated_again(tmp_path, reader):
+  """Re-runs redo only invalid units with attempts left: a valid reading is final."""
+  import dataclasses
+  pars = reading_paragraphs(tmp_path / "paragraphs", 6)  # 24 units
+  want = expected_valid(pars)
+  cfg = GenerateConfig(teacher=str(reader), behaviors=("ner", "qra"), max_new_tokens=48,
+                       max_attempts=1, num_processes=1, process_index=0, batch_size=8)
+  s = generate.run(cfg, pars, tmp_path / "ledger", progress=False)
+  assert s["this_run"] == 24 and s["valid_this_run"] == sum(want.values())
+  check_exactly_once(tmp_path / "ledger", 24, 1, want)
+  assert generate.run(cfg, pars, tmp_path / "ledger", progress=False)["this_run"] == 0
+  more = dataclasses.replace(cfg, max_attempts=2)  # one more try for the invalid ones only
+  again = generate.run(more, pars, tmp_path / "ledger", progress=False)
+  assert again["this_run"] == 24 - sum(want.values()) > 0
+  per_unit = check_exactly_once(tmp_path / "ledger", 24, 2, want)
+  assert sorted(len(r) for r in per_unit.values()) == sorted(2 - v for v in want.values())
+  assert generate.run(more, pars, tmp_path / "ledger", progress=False)["this_run"] == 0
 
 
 @pytest.mark.parametrize("args, message", [

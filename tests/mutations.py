@@ -1,0 +1,203 @@
+"""Curated one-line breaks of the package, each with the tests that must catch it.
+
+Every entry below is a defect a test once let through. `python tests/mutations.py` copies the
+tracked tree to a temporary directory, applies one break at a time (the `old` text must occur
+exactly once in `file`), runs the named tests there with this interpreter, and prints for each
+break whether they failed and the first failure line. Exit status 1 when any break survives.
+
+  python tests/mutations.py                 # every break
+  python tests/mutations.py kd_off topk_values   # some, by name
+  python tests/mutations.py --list
+
+Not collected by pytest (no test_ prefix): a full pass runs the named tests once per break.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Break:
+  name: str
+  file: str           # relative to the repository root
+  old: str            # must occur exactly once
+  new: str
+  tests: tuple        # pytest node ids that must fail
+  why: str = ""
+
+
+_DECONTAM = ("tests/test_corpus.py::"
+             "test_a_13_word_overlap_with_an_rte_input_is_dropped_and_a_12_word_one_kept")
+_AGREE = "tests/test_bench_generate.py::test_agreement_counts_rows_with_identical_tokens"
+_AGREE_RUN = ("tests/test_bench_generate.py::"
+              "test_bench_reports_agreement_below_one_when_one_peer_row_differs")
+_KD_UPDATE = "tests/test_kd.py::test_kd_weight_enters_the_update_as_plain_jax_grad_predicts"
+_LEDGER_TOPK = "tests/test_kd.py::test_stored_topk_are_the_teachers_as_transformers_computes_them"
+_TOPK_REF = "tests/test_slots.py::test_top_logprobs_are_the_models_as_transformers_computes_them"
+
+_GEN_KILL = ("tests/test_generate.py::"
+             "test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run")
+_GEN_VALID = "tests/test_generate.py::test_valid_readings_are_never_generated_again"
+
+_LOCK_ORDER = ("tests/test_locks.py::"
+               "test_generate_and_corpus_take_the_lock_before_the_teacher_and_the_input")
+_LOCK_GEN = ("tests/test_locks.py::test_second_generate_on_the_same_index_is_refused_and_a_"
+             "restart_after_sigkill_finishes")
+_LOCK_CORPUS = ("tests/test_locks.py::test_second_corpus_on_the_same_index_is_refused_and_a_"
+                "restart_after_sigkill_finishes")
+_LEASE = ("tests/test_locks.py::"
+          "test_lease_on_an_object_store_is_refused_while_refreshed_and_taken_over_when_not")
+
+BREAKS: list[Break] = [
+    Break("todo_ignores_valid", "brd_jax/behaviors/generate.py",
+          "    if not ok and attempts < cfg.max_attempts and _share(u.unit, n_proc) == proc:",
+          "    if attempts < cfg.max_attempts and _share(u.unit, n_proc) == proc:",
+          (_GEN_VALID, _GEN_KILL), "a re-run generates valid units again"),
+    Break("ledger_state_ignores_valid", "brd_jax/behaviors/generate.py",
+          'ok or r["valid"] is True)', 'ok)', (_GEN_VALID, _GEN_KILL),
+          "the ledger's state forgets which units have a valid reading"),
+    Break("decontam_n14", "brd_jax/corpus/config.py", "decontam_ngram: int = 13",
+          "decontam_ngram: int = 14", (_DECONTAM,),
+          "a 13-word overlap with an evaluation input is no longer dropped"),
+    Break("decontam_n12", "brd_jax/corpus/config.py", "decontam_ngram: int = 13",
+          "decontam_ngram: int = 12", (_DECONTAM,),
+          "a 12-word overlap with an evaluation input is dropped"),
+    Break("eval_reader_text", "brd_jax/evaluation/tasks.py",
+          '  return _jsonl(_find(d, "rte", ["val.jsonl"]))',
+          '  return [{**r, "premise": r["premise"][:-1]} for r in _jsonl(_find(d, "rte", '
+          '["val.jsonl"]))]',
+          ("tests/test_lm_eval_parity.py::test_every_request_of_the_official_files_equals_"
+           "lm_evals[rte]",),
+          "the project's reader drops the last character of every RTE premise"),
+    Break("agreement_always_one", "brd_jax/benchmarks/generate.py",
+          "  return sum(ours[k] == peer[k] for k in peer) / len(peer)", "  return 1.0",
+          (_AGREE, _AGREE_RUN), "`brd bench generate` reports agreement 1.0 whatever decoded"),
+    Break("bench_agreement_self", "brd_jax/benchmarks/generate.py",
+          "  agree = agreement(ours, peer)", "  agree = agreement(ours, ours)", (_AGREE_RUN,),
+          "the bench compares the engine's rows with themselves, not the peer's"),
+    Break("kd_off", "brd_jax/training/step.py",
+          'obj = t["nll"] + cfg.z_loss * t["z"] + cfg.kd_weight * t.get("kd", 0.0)',
+          'obj = t["nll"] + cfg.z_loss * t["z"]', (_KD_UPDATE,),
+          "KD is reported in the metrics but left out of the differentiated objective"),
+    Break("kd_unweighted", "brd_jax/training/step.py", 'cfg.kd_weight * t.get("kd", 0.0)',
+          't.get("kd", 0.0)', (_KD_UPDATE,),
+          "the KD term trains at weight 1 whatever train.kd_weight says (0 included)"),
+    Break("topk_values", "brd_jax/inference/slots.py", "top_lp.reshape(B, T, -1)",
+          "jnp.broadcast_to(lp.reshape(B, T, 1), top_lp.reshape(B, T, -1).shape)",
+          (f"{_TOPK_REF}[slots]", _LEDGER_TOPK),
+          "the slot engine stores the chosen token's log-prob in every top-k column"),
+    Break("topk_values_plain", "brd_jax/inference/engine.py",
+          "top_lp, top_ids = jax.lax.top_k(lp, top_n)",
+          "top_lp, top_ids = jnp.broadcast_to(chosen[:, None], (lp.shape[0], top_n)), "
+          "jax.lax.top_k(lp, top_n)[1]", (f"{_TOPK_REF}[plain]",),
+          "both engines store the chosen token's log-prob in every top-k column"),
+    Break("chosen_logprob_is_max", "brd_jax/inference/engine.py",
+          "chosen = jnp.take_along_axis(lp, tokens_B[:, None], -1)[:, 0]",
+          "chosen = jnp.max(lp, -1)", (f"{_TOPK_REF}[slots_sampled]",),
+          "the top-1 log-prob is reported as the chosen token's (the same under greedy decoding)"),
+    Break("writer_lock_noop", "brd_jax/writer_lock.py",
+          "      fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "      pass",
+          (_LOCK_GEN,), "the local writer lock takes nothing: two `brd generate` runs with one "
+          "process index commit shards of the same names"),
+    Break("writer_lock_not_in_generate", "brd_jax/behaviors/generate.py",
+          '  with writer_lock.hold(ledger_dir, proc, "generate"):', "  if True:",
+          (_LOCK_ORDER, _LOCK_GEN), "`brd generate` never takes the ledger's writer lock"),
+    Break("writer_lock_not_in_corpus", "brd_jax/corpus/stage.py",
+          '  with writer_lock.hold(workdir, i, "corpus"):', "  if True:",
+          (_LOCK_ORDER, _LOCK_CORPUS), "`brd corpus` never takes the workdir's writer lock"),
+    Break("lease_not_refreshed", "brd_jax/writer_lock.py",
+          "        self.fs.pipe_file(self.key, json.dumps(self.info).encode())", "        pass",
+          (_LEASE,), "an object-store lease is never refreshed: a live holder looks dead and "
+          "is taken over"),
+]
+
+
+def _copy_tree(dest: pathlib.Path) -> None:
+  files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+  for f in files:
+    src = ROOT / f
+    if src.is_file():
+      (dest / f).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(src, dest / f)
+
+
+def _failure_line(out: str) -> str:
+  """The first assertion / error line pytest printed for a failing test."""
+  for pat in (r"^E\s+(.*\S.*)$", r"^FAILED (.*)$", r"^ERROR (.*)$"):
+    for m in re.finditer(pat, out, re.M):
+      line = m.group(1).strip()
+      if line not in ("AssertionError:", "AssertionError"):  # numpy's: the detail comes next
+        return line[:200]
+  return out.strip().splitlines()[-1][:200] if out.strip() else ""
+
+
+def run(breaks: list[Break], workers: int) -> int:
+  survived = 0
+  with tempfile.TemporaryDirectory(prefix="brd-mut-") as tmp:
+    tree = pathlib.Path(tmp) / "tree"
+    tree.mkdir()
+    _copy_tree(tree)
+    for b in breaks:
+      path = tree / b.file
+      original = path.read_text()
+      n = original.count(b.old)
+      if n != 1:
+        print(f"{b.name}: the text to break occurs {n} times in {b.file}; fix the entry")
+        survived += 1
+        continue
+      path.write_text(original.replace(b.old, b.new))
+      t0 = time.time()
+      cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+             *(["-n", str(workers), "--dist", "loadfile"] if workers > 1 else ["-p", "no:xdist"]),
+             *b.tests]
+      # The copy lives in /tmp: point it at this checkout's evaluation data, and make a test
+      # that would skip for want of a reference fail instead (a skip is not a catch).
+      env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "BRD_STRICT": "1",
+             "BRD_EVAL_DATA": os.environ.get("BRD_EVAL_DATA",
+                                             str(ROOT.parent / "shared" / "data" / "eval"))}
+      r = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, env=env)
+      path.write_text(original)
+      out = r.stdout + r.stderr
+      caught = r.returncode == 1
+      survived += not caught
+      verdict = "caught" if caught else f"SURVIVED (pytest exit {r.returncode})"
+      print(f"{b.name}: {verdict} in {time.time() - t0:.0f} s by {' '.join(b.tests)}")
+      if caught:
+        print(f"    {_failure_line(out)}")
+      sys.stdout.flush()
+  print(f"{len(breaks) - survived} of {len(breaks)} breaks caught")
+  return 1 if survived else 0
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("names", nargs="*")
+  ap.add_argument("--list", action="store_true")
+  ap.add_argument("-n", "--workers", type=int, default=1)
+  a = ap.parse_args()
+  if a.list:
+    for b in BREAKS:
+      print(f"{b.name:28s} {b.file}: {b.why}")
+    return 0
+  known = {b.name: b for b in BREAKS}
+  unknown = [n for n in a.names if n not in known]
+  if unknown:
+    print(f"unknown break(s): {', '.join(unknown)}", file=sys.stderr)
+    return 2
+  return run([known[n] for n in a.names] if a.names else BREAKS, a.workers)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
