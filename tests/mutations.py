@@ -50,6 +50,13 @@ _GEN_KILL = ("tests/test_generate.py::"
              "test_sigkill_at_five_moments_then_finish_equals_an_uninterrupted_run")
 _GEN_VALID = "tests/test_generate.py::test_valid_readings_are_never_generated_again"
 
+_PIPE = "tests/test_pipeline.py::test_pipeline_runs_every_stage_skips_on_rerun_and_reruns_only_dependents"
+_PIPE_FP = "tests/test_pipeline.py::test_a_changed_corpus_or_ledger_retrains_and_nothing_else_does"
+_REF_E2E = ("tests/test_evaluation.py::"
+            "test_brd_eval_reference_model_scores_the_teacher_against_the_student")
+_SKD = "tests/test_generate.py::test_skd_responses_become_brd_skd_examples_in_the_mixture"
+_CONTEXT = "tests/test_generate.py::test_context_sentences_reach_the_teacher"
+
 _LOCK_ORDER = ("tests/test_locks.py::"
                "test_generate_and_corpus_take_the_lock_before_the_teacher_and_the_input")
 _LOCK_GEN = ("tests/test_locks.py::test_second_generate_on_the_same_index_is_refused_and_a_"
@@ -60,6 +67,36 @@ _LEASE = ("tests/test_locks.py::"
           "test_lease_on_an_object_store_is_refused_while_refreshed_and_taken_over_when_not")
 
 BREAKS: list[Break] = [
+    Break("control_gets_brd_mixture", "brd_jax/pipeline.py",
+          'dataclasses.replace(base, mixture="brd_corpus_only")', "base", (_PIPE,),
+          "the corpus-only control trains on the BRD mixture"),
+    Break("brd_gets_control_mixture", "brd_jax/pipeline.py", 'trains = {"brd": base}',
+          'trains = {"brd": dataclasses.replace(base, mixture="brd_corpus_only")}', (_PIPE,),
+          "the BRD arm trains on the corpus alone"),
+    Break("no_log_samples", "brd_jax/pipeline.py",
+          "ecfg = dataclasses.replace(ecfg, log_samples=True)", "ecfg = ecfg", (_PIPE,),
+          "the pipeline's evals keep no samples: the report has no interval rows"),
+    Break("bootstrap_percentile", "brd_jax/pipeline_report.py", "np.percentile(means, 2.5)",
+          "np.percentile(means, 5.0)", (_PIPE,), "the interval's lower bound at 5%, not 2.5%"),
+    Break("bootstrap_resamples", "brd_jax/pipeline_report.py", "n: int = 2000", "n: int = 500",
+          (_PIPE,), "the bootstrap draws 500 resamples where the report says 2000"),
+    Break("train_fp_without_corpus", "brd_jax/pipeline.py",
+          'content_digest("train", name, fp_par, fp_ledger,',
+          'content_digest("train", name, fp_ledger,', (_PIPE_FP,),
+          "fewer paragraphs do not retrain the students"),
+    Break("train_fp_without_ledger", "brd_jax/pipeline.py",
+          'content_digest("train", name, fp_par, fp_ledger,',
+          'content_digest("train", name, fp_par,', (_PIPE_FP,),
+          "new teacher readings do not retrain the students"),
+    Break("divergence_swapped", "brd_jax/evaluation/run.py",
+          "Divergence(loaded.model, ref.model,", "Divergence(ref.model, loaded.model,",
+          (_REF_E2E,), "--reference_model scores the student as the teacher and back"),
+    Break("context_not_in_prompt", "brd_jax/behaviors/templates.py",
+          'return f"Context: {context}\n{q}" if context else q', "return q", (_CONTEXT,),
+          "generate.context_sentences reaches the unit key but not the teacher"),
+    Break("skd_without_response", "brd_jax/data/formatting.py",
+          '"text": f"{text}\n{reading}"})', '"text": text})', (_SKD,),
+          "brd_skd examples lose the teacher's response"),
     Break("todo_ignores_valid", "brd_jax/behaviors/generate.py",
           "    if not ok and attempts < cfg.max_attempts and _share(u.unit, n_proc) == proc:",
           "    if attempts < cfg.max_attempts and _share(u.unit, n_proc) == proc:",

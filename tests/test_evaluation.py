@@ -209,6 +209,46 @@ def test_teacher_student_divergence_matches_torch(tmp_path):
   assert got["student_nll"] == pytest.approx(nll / n, abs=1e-4)
 
 
+def test_brd_eval_reference_model_scores_the_teacher_against_the_student(tmp_path):
+  """`brd eval --model S --reference_model T` end to end: each task's ref_ce / ref_kl /
+  student_nll are CE(p_T, p_S), KL(p_T || p_S) and the student's NLL over context + gold answer,
+  as torch computes them from the two HF dirs (swapping the models changes all three)."""
+  import subprocess
+  import sys
+  import torch
+  import transformers
+  import tiny_teacher
+  from cli_run import ROOT
+  from brd_jax import tokenizer as tokmod
+  s_dir, t_dir = tiny_teacher.make(tmp_path / "s", seed=0), tiny_teacher.make(tmp_path / "t", seed=1)
+  examples = [{"input": f"Is {i} odd?", "target_scores": {"yes": i % 2, "no": 1 - i % 2}}
+              for i in range(5)]
+  (tmp_path / "odd.json").write_text(json.dumps({"name": "odd", "examples": examples}))
+  task = f"bigbench:{tmp_path / 'odd.json'}"
+  r = subprocess.run([sys.executable, "-m", "brd_jax.cli", "eval", "--model", str(s_dir),
+                      "--reference_model", str(t_dir), "--tasks", task, "--workdir",
+                      str(tmp_path / "out"), "--no_progress"], cwd=ROOT, capture_output=True,
+                     text=True)
+  assert r.returncode == 0, r.stderr[-3000:]
+  got = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"][task]
+  hs, ht = (transformers.AutoModelForCausalLM.from_pretrained(d).eval() for d in (s_dir, t_dir))
+  tok = tokmod.byte_level()
+  ce = kl = nll = n = 0.0
+  for d in tasks.load(task):
+    ids = torch.tensor([tok.encode(d.context + d.choices[d.gold], add_bos=None)])
+    with torch.no_grad():
+      ls = torch.log_softmax(hs(ids).logits[0, :-1].double(), -1)
+      lt = torch.log_softmax(ht(ids).logits[0, :-1].double(), -1)
+    ce += float(-(lt.exp() * ls).sum())
+    kl += float((lt.exp() * (lt - ls)).sum())
+    nll += float(-ls[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
+    n += ids.shape[1] - 1
+  assert got["ref_tokens"] == n
+  assert got["ref_ce"] == pytest.approx(ce / n, abs=1e-4)
+  assert got["ref_kl"] == pytest.approx(kl / n, abs=1e-4)
+  assert got["student_nll"] == pytest.approx(nll / n, abs=1e-4)
+
+
 def test_report_lays_runs_side_by_side(tmp_path, capsys):
   for name, accs in (("a", {"rte": 0.5, "cb": 0.25}), ("b", {"rte": 0.75})):
     (tmp_path / name).mkdir()

@@ -214,6 +214,58 @@ def test_valid_readings_are_never_generated_again(tmp_path, reader):
   assert generate.run(more, pars, tmp_path / "ledger", progress=False)["this_run"] == 0
 
 
+def test_skd_responses_become_brd_skd_examples_in_the_mixture(tmp_path, reader):
+  """`--behaviors ner,qra,skd`: one SKD unit per paragraph (the paragraph is the unit), its
+  response joined to that paragraph as a `brd_skd` example, and the default mixture draws it."""
+  from brd_jax import tokenizer
+  from brd_jax.data import tasks
+  from brd_jax.data.config import DataConfig
+  pars = reading_paragraphs(tmp_path / "paragraphs", 4)
+  r = subprocess.run(brd_cmd("generate", "--paragraphs", pars, "--ledger", tmp_path / "ledger",
+                             "--teacher", reader, *READ[:-3], "--behaviors", "ner,qra,skd",
+                             "--no_progress"), cwd=ROOT, capture_output=True, text=True,
+                     env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = [json.loads(l) for l in (pars / "shard-00000.jsonl").read_text().splitlines()]
+  recs = list(ledger.read(tmp_path / "ledger"))
+  skd = [x for x in recs if x["behavior"] == "skd"]
+  assert sorted(x["sentence"] for x in skd) == sorted(p["text"] for p in rows)
+  assert all(x["valid"] and x["text"] == tiny_teacher.READINGS["skd"] for x in skd)
+  assert len({x["unit"] for x in recs}) == len(skd) + 2 * sum(len(p["sentences"]) for p in rows)
+  dcfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(tmp_path / "ledger"), seq_len=64)
+  by_task = tasks.examples_by_task(dcfg)
+  assert sorted(e["text"] for e in by_task["brd_skd"]) == sorted(
+      f"{p['text']}\n{tiny_teacher.READINGS['skd']}" for p in rows)
+  reg = tasks.register(tokenizer.byte_level(), dcfg)
+  assert reg.counts["brd_skd"] == 4 and reg.rates["brd_skd"] > 0
+
+
+def test_context_sentences_reach_the_teacher(tmp_path, reader):
+  """`generate.context_sentences=1`: each unit carries the sentence before it, the teacher reads
+  it (Zora in the context alone gives an entity that is not in the sentence, so invalid), and a
+  sentence with context is a unit of its own."""
+  pars = reading_paragraphs(tmp_path / "paragraphs", 8)
+  base = dict(teacher=str(reader), behaviors=("ner",), max_new_tokens=48, max_attempts=1,
+              num_processes=1, process_index=0, batch_size=8)
+  generate.run(GenerateConfig(**base, context_sentences=1), pars, tmp_path / "ctx",
+               progress=False)
+  generate.run(GenerateConfig(**base), pars, tmp_path / "plain", progress=False)
+  rows = [json.loads(l) for l in (pars / "shard-00000.jsonl").read_text().splitlines()]
+  before = {s: (p["sentences"][i - 1] if i else "") for p in rows
+            for i, s in enumerate(p["sentences"])}
+  recs = list(ledger.read(tmp_path / "ctx"))
+  assert len(recs) == len(before)
+  for x in recs:
+    assert x["context"] == before[x["sentence"]]
+    assert x["text"] == tiny_teacher.reading("ner", x["sentence"], x["context"]), x
+    assert x["valid"] == tiny_teacher.valid("ner", x["sentence"], x["context"]), x
+  misled = [x for x in recs if x["error"] == "entity_not_in_sentence"]
+  assert misled and all("Zora" in x["context"] for x in misled)
+  plain = {x["sentence"]: x for x in ledger.read(tmp_path / "plain")}
+  assert all(plain[x["sentence"]]["valid"] for x in misled)  # without context: "None", valid
+  assert all(x["unit"] != plain[x["sentence"]]["unit"] for x in recs if x["context"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--paragraphs", "/nonexistent/p", "--out", "{tmp}/l", "--teacher", "{teacher}"],
      "holds no *.jsonl shards"),
