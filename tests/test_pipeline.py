@@ -18,7 +18,7 @@ from brd_jax.training import metrics
 
 
 
-def bigbench_task(path: pathlib.Path, n: int = 24) -> pathlib.Path:
+def bigbench_task(path: pathlib.Path, n: int = 60) -> pathlib.Path:
   """Questions about the corpus's world, each with its own three answers (words of the corpus and
   of the readings), so that the models' choices differ from document to document."""
   import random
@@ -89,6 +89,25 @@ def accuracies(work) -> dict:
     tasks = json.loads((work / "eval" / m / "results.json").read_text())["tasks"]
     out[m] = {(t, r): v[r] for t, v in tasks.items() for r in RULES}
   return out
+
+
+def test_paired_bootstrap_against_numpy_and_scipy():
+  """The report's interval: a plain numpy bootstrap written here (same draws) exactly, and
+  scipy.stats.bootstrap's paired percentile interval (its own resampling) within Monte-Carlo
+  error."""
+  from scipy import stats
+  from brd_jax.pipeline_report import paired_bootstrap
+  rng = np.random.default_rng(7)
+  a = (rng.random(300) < 0.6).astype(float)
+  b = np.where(rng.random(300) < 0.3, 1 - a, a)  # the second model disagrees on ~30%
+  mean, lo, hi = paired_bootstrap(a, b)
+  d = a - b
+  draws = np.random.default_rng(0).integers(0, len(d), (2000, len(d)))
+  assert (mean, lo, hi) == (d.mean(), *np.percentile(d[draws].mean(1), [2.5, 97.5]))
+  ref = stats.bootstrap((a, b), lambda x, y: np.mean(x - y), paired=True, vectorized=False,
+                        n_resamples=4000, method="percentile", random_state=1).confidence_interval
+  assert lo == pytest.approx(ref.low, abs=0.012) and hi == pytest.approx(ref.high, abs=0.012)
+  assert hi - lo == pytest.approx(2 * 1.96 * d.std() / np.sqrt(len(d)), rel=0.15)
 
 
 def check_interval_rows(work, tasks) -> None:
