@@ -175,6 +175,26 @@ def test_bigbench_asset_tasks_load():
     tasks.load("bigbench:no_such_task")
 
 
+def check_divergence(got, hs, ht, id_lists):
+  """`got`'s ref_ce / ref_kl / student_nll against torch: student `hs`, teacher `ht`."""
+  import torch
+  ce = kl = nll = n = 0.0
+  for x in id_lists:
+    ids = torch.tensor([x])
+    with torch.no_grad():
+      ls = torch.log_softmax(hs(ids).logits[0, :-1].double(), -1)
+      lt = torch.log_softmax(ht(ids).logits[0, :-1].double(), -1)
+    pt = lt.exp()
+    ce += float(-(pt * ls).sum())
+    kl += float((pt * (lt - ls)).sum())
+    nll += float(-ls[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
+    n += ids.shape[1] - 1
+  assert got["ref_tokens"] == n
+  assert got["ref_ce"] == pytest.approx(ce / n, abs=1e-4)
+  assert got["ref_kl"] == pytest.approx(kl / n, abs=1e-4)
+  assert got["student_nll"] == pytest.approx(nll / n, abs=1e-4)
+
+
 def test_teacher_student_divergence_matches_torch(tmp_path):
   import torch
   from brd_jax.checkpoints import resolve
@@ -192,21 +212,7 @@ def test_teacher_student_divergence_matches_torch(tmp_path):
     check_compatible(s.model, s.tokenizer, t.model, tokmod.byte_level())
   texts = ["the sky is blue", "blue sky, the end", "is the sky blue? yes it is, mostly blue!"]
   got = Divergence(s.model, t.model, s.tokenizer, token_budget=32).score(texts)
-  ce = kl = nll = n = 0.0
-  for text in texts:
-    ids = torch.tensor([s.tokenizer.encode(text)])
-    with torch.no_grad():
-      ls = torch.log_softmax(hs(ids).logits[0, :-1].double(), -1)
-      lt = torch.log_softmax(ht(ids).logits[0, :-1].double(), -1)
-    pt = lt.exp()
-    ce += float(-(pt * ls).sum())
-    kl += float((pt * (lt - ls)).sum())
-    nll += float(-ls[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
-    n += ids.shape[1] - 1
-  assert got["ref_tokens"] == n
-  assert got["ref_ce"] == pytest.approx(ce / n, abs=1e-4)
-  assert got["ref_kl"] == pytest.approx(kl / n, abs=1e-4)
-  assert got["student_nll"] == pytest.approx(nll / n, abs=1e-4)
+  check_divergence(got, hs, ht, [s.tokenizer.encode(text) for text in texts])
 
 
 def test_brd_eval_reference_model_scores_the_teacher_against_the_student(tmp_path):
@@ -233,20 +239,8 @@ def test_brd_eval_reference_model_scores_the_teacher_against_the_student(tmp_pat
   got = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"][task]
   hs, ht = (transformers.AutoModelForCausalLM.from_pretrained(d).eval() for d in (s_dir, t_dir))
   tok = tokmod.byte_level()
-  ce = kl = nll = n = 0.0
-  for d in tasks.load(task):
-    ids = torch.tensor([tok.encode(d.context + d.choices[d.gold], add_bos=None)])
-    with torch.no_grad():
-      ls = torch.log_softmax(hs(ids).logits[0, :-1].double(), -1)
-      lt = torch.log_softmax(ht(ids).logits[0, :-1].double(), -1)
-    ce += float(-(lt.exp() * ls).sum())
-    kl += float((lt.exp() * (lt - ls)).sum())
-    nll += float(-ls[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
-    n += ids.shape[1] - 1
-  assert got["ref_tokens"] == n
-  assert got["ref_ce"] == pytest.approx(ce / n, abs=1e-4)
-  assert got["ref_kl"] == pytest.approx(kl / n, abs=1e-4)
-  assert got["student_nll"] == pytest.approx(nll / n, abs=1e-4)
+  check_divergence(got, hs, ht, [tok.encode(d.context + d.choices[d.gold], add_bos=None)
+                                 for d in tasks.load(task)])
 
 
 def test_report_lays_runs_side_by_side(tmp_path, capsys):

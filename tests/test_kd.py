@@ -99,13 +99,17 @@ def test_stored_topk_are_the_teachers_as_transformers_computes_them(kd_corpus):
     assert np.min(lps[:, 0] - lps[:, -1]) > 10 * tol  # a copied value would show
 
 
+def kd_batch(pars, led) -> dict:
+  """The first packed batch of 8 with the teacher's top-k, as the train step receives it."""
+  dcfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led), seq_len=64, pack=True)
+  reg = tasks.register(tokenizer.byte_level(), dcfg, kd=True)
+  return step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg).as_numpy_iterator()),
+                                  reg.kd_table)
+
+
 def test_one_kd_step_gives_the_loss_numpy_predicts(kd_corpus):
   pars, led = kd_corpus
-  tok = tokenizer.byte_level()
-  dcfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led), seq_len=64, pack=True)
-  reg = tasks.register(tok, dcfg, kd=True)
-  local = step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg).as_numpy_iterator()),
-                                   reg.kd_table)
+  local = kd_batch(pars, led)
   cfg = mc.named_config("llama_tiny").replace(vocab_size=320)
   params, bind = build.functional(build.create(cfg, seed=0))
   logits = np.asarray(bind(params)(jnp.asarray(local["decoder_input_tokens"]),
@@ -140,11 +144,7 @@ def test_kd_weight_enters_the_update_as_plain_jax_grad_predicts(kd_corpus):
   (lr 1, so update = -grad) the step's update is the gradient of LM CE + w * forward KL to the
   renormalised top-k, written out below, for w = 0 and w > 0, and w visibly changes it."""
   pars, led = kd_corpus
-  tok = tokenizer.byte_level()
-  dcfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led), seq_len=64, pack=True)
-  reg = tasks.register(tok, dcfg, kd=True)
-  local = step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg).as_numpy_iterator()),
-                                   reg.kd_table)
+  local = kd_batch(pars, led)
   assert local["teacher_topk_weights"].sum() > 20
   cfg = mc.named_config("llama_tiny").replace(vocab_size=320)
   params, bind = build.functional(build.create(cfg, seed=0))

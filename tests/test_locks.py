@@ -14,6 +14,7 @@ import pytest
 import tiny_teacher
 from cli_run import ROOT, brd, brd_cmd
 from test_corpus import cfg_for, edit_words, outputs, paragraph
+from test_generate import write_paragraphs  # n paragraphs, 2n ner units
 from brd_jax import writer_lock
 from brd_jax.behaviors import generate, ledger
 from brd_jax.behaviors.config import GenerateConfig
@@ -24,25 +25,9 @@ GIN = ["--gin", "generate.max_new_tokens=12", "--gin", "generate.batch_size=2",
        "--gin", "generate.commit_every=3", "--gin", "generate.max_attempts=1",
        "--behaviors", "ner", "--no_progress"]
 CORPUS = ["--no_progress", "--gin", "corpus.decontaminate=()", "--gin", "corpus.chunk_docs=100"]
-CITIES = ["Paris", "Rome", "Lima", "Oslo", "Cairo", "Quito", "Hanoi", "Perth"]
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
   return tiny_teacher.make(tmp_path_factory.mktemp("teacher"))
-
-
-def write_paragraphs(d: pathlib.Path, n: int) -> pathlib.Path:
-  """n paragraphs of two sentences (2n ner units); as tests/test_generate.py writes them."""
-  rng = random.Random(n)
-  d.mkdir(parents=True, exist_ok=True)
-  pars = []
-  for i in range(n):
-    s = [f"The {rng.choice(['museum', 'bridge', 'market'])} in {rng.choice(CITIES)} opened in "
-         f"{1800 + i}.", f"It was visited by {rng.randrange(10, 99)} people on day {i}."]
-    pars.append({"id": f"p{i:03d}", "doc_id": "d", "text": " ".join(s), "sentences": s})
-  (d / "shard-00000.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pars))
-  return d
 
 
 def holder(directory, index: int = 0) -> int | None:
@@ -78,6 +63,22 @@ def refused(r, directory, pid, what):
 
 def files(d: pathlib.Path, pattern: str) -> dict:
   return {p: p.read_bytes() for p in d.glob(pattern)}
+
+
+def refused_while_paused(args, tmp_path, directory, committed, pattern, what) -> None:
+  """Starts `brd ARGS`, waits until it holds the lock and `committed()`, pauses it (alive,
+  holding the lock, writing nothing), checks that a second identical run is refused and writes
+  nothing under `pattern`, then SIGKILLs the first."""
+  first = start(args, tmp_path, "first")
+  try:
+    wait_for(first, lambda: holder(directory) == first.pid and committed(), "committed work")
+    first.send_signal(signal.SIGSTOP)
+    before = files(directory, pattern)
+    refused(brd(*args), directory, first.pid, what)
+    assert files(directory, pattern) == before  # the refused run wrote nothing
+  finally:
+    first.kill()
+    first.wait()
 
 
 # ---------------------------------------------------------------- the lock itself
@@ -164,17 +165,7 @@ def test_second_generate_on_the_same_index_is_refused_and_a_restart_after_sigkil
     tmp_path, teacher, trust):
   pars, led = write_paragraphs(tmp_path / "paragraphs", 12), tmp_path / "ledger"  # 24 units
   args = ["generate", "--paragraphs", pars, "--ledger", led, "--teacher", teacher, *GIN]
-  first = start(args, tmp_path, "first")
-  try:
-    wait_for(first, lambda: holder(led) == first.pid and ledger.shards(led), "a committed shard")
-    first.send_signal(signal.SIGSTOP)  # alive, holding the lock, writing nothing meanwhile
-    committed = files(led, "shard-*")
-    second = brd(*args)
-    refused(second, led, first.pid, "generate")
-    assert files(led, "shard-*") == committed  # the refused run wrote nothing
-  finally:
-    first.kill()
-    first.wait()
+  refused_while_paused(args, tmp_path, led, lambda: ledger.shards(led), "shard-*", "generate")
   trust.injected()
   third = brd(*args)
   assert third.returncode == 0, third.stderr[-3000:]
@@ -191,18 +182,9 @@ def test_second_corpus_on_the_same_index_is_refused_and_a_restart_after_sigkill_
   (tmp_path / "in.txt").write_text(cc100_text(1500, seed=5))
   work = tmp_path / "w"
   args = ["corpus", "--workdir", work, "--input", tmp_path / "in.txt", *CORPUS]
-  first = start(args, tmp_path, "first")
-  try:
-    wait_for(first, lambda: holder(work) == first.pid and
-             list(work.glob("parts/*/p0000/chunk-*.json")), "a committed chunk")
-    first.send_signal(signal.SIGSTOP)
-    chunks = files(work, "parts/*/p0000/*")
-    second = brd(*args)
-    refused(second, work, first.pid, "corpus")
-    assert files(work, "parts/*/p0000/*") == chunks and not (work / "paragraphs").exists()
-  finally:
-    first.kill()
-    first.wait()
+  refused_while_paused(args, tmp_path, work, lambda: list(work.glob("parts/*/p0000/chunk-*.json")),
+                       "parts/*/p0000/*", "corpus")
+  assert not (work / "paragraphs").exists()
   trust.injected()
   third = brd(*args)
   assert third.returncode == 0, third.stderr[-3000:]
