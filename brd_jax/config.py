@@ -12,15 +12,8 @@ import pathlib
 import gin
 
 from brd_jax.errors import UserError
-
-def _config_dir() -> pathlib.Path:
-  """The source tree's configs/ (editable installs), else the copy installed as brd_jax/configs."""
-  here = pathlib.Path(__file__).resolve().parent
-  source = here.parent / "configs"
-  return source if (source / "experiments").is_dir() else here / "configs"
-
-
-CONFIG_DIR = _config_dir()
+from brd_jax.io_utils import as_path, atomic_write_text
+from brd_jax.paths import CONFIG_DIR
 
 
 class _NoGinPathProbes(logging.Filter):
@@ -46,7 +39,7 @@ def _resolve_gin_file(name: str) -> str:
 
 def register_configurables() -> None:
   """Imports the modules whose gin configurables a command may bind (cheap: no TF, no torch)."""
-  # pylint: disable=import-outside-toplevel,unused-import
+  # pylint: disable=unused-import
   from brd_jax import sharding  # noqa: F401
   from brd_jax.corpus import config as _cc  # noqa: F401
   from brd_jax.behaviors import config as _bc  # noqa: F401
@@ -85,11 +78,14 @@ def _one_line(e: Exception) -> str:
   return msg[0] if msg else type(e).__name__
 
 
+def operative_config() -> str:
+  """The resolved config: every binding the run used (all bindings before anything ran)."""
+  return gin.operative_config_str() or gin.config_str()
+
+
 def write_operative_config(workdir: str | os.PathLike) -> pathlib.Path:
-  """Writes the resolved config (all bindings the run used) atomically to WORKDIR/config.gin."""
-  from brd_jax.io_utils import as_path, atomic_write_text  # pylint: disable=import-outside-toplevel
+  """Writes `operative_config()` atomically to WORKDIR/config.gin."""
   out = as_path(workdir) / "config.gin"
   out.parent.mkdir(parents=True, exist_ok=True)
-  text = gin.operative_config_str() or gin.config_str()
-  atomic_write_text(out, text)
+  atomic_write_text(out, operative_config())
   return out

@@ -8,12 +8,15 @@ never sees half a file. Directories on object stores are key prefixes: no rename
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import shutil
 import sys
 import tempfile
 import time
+
+from brd_jax.errors import UserError
 
 
 def is_url(p) -> bool:
@@ -26,10 +29,9 @@ def as_path(p):
   if not is_url(p):
     return pathlib.Path(p)
   try:
-    from upath import UPath  # pylint: disable=import-outside-toplevel
+    from upath import UPath
     return UPath(str(p))
   except ImportError as e:
-    from brd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
     raise UserError(f"{p}: object-storage paths need universal-pathlib and gcsfs: pip install "
                     f"'brd_jax[gcs]' ({e})") from None
 
@@ -98,10 +100,48 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def iter_jsonl(path, skip_bad: bool = False):
+  """(line number, value) for each non-blank line of a JSONL file (local or URL), the one reader
+  of the project's JSONL shards. A line that is not UTF-8 JSON raises a UserError naming
+  `path:line`, or with `skip_bad` (shards that may end in a torn line) comes as (line, None)."""
+  with as_path(path).open("rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      try:
+        text = raw.decode("utf-8")
+        if not text.strip():  # str.strip: a line of Unicode spaces is blank too
+          continue
+        yield lineno, json.loads(text)
+      except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        if not skip_bad:
+          raise UserError(f"{path}:{lineno}: not a UTF-8 JSON line ({e})") from None
+        yield lineno, None
+
+
+def read_records(path, fields=()) -> list[dict]:
+  """A user's JSONL file as dicts that each hold the string `fields`; anything else is one
+  UserError line (missing file, bad UTF-8 or JSON, a line without a field)."""
+  try:
+    rows = list(iter_jsonl(path))
+  except FileNotFoundError:
+    raise UserError(f"{path}: no such file") from None
+  for lineno, r in rows:
+    if not isinstance(r, dict) or not all(isinstance(r.get(k), str) for k in fields):
+      want = ", ".join(f'"{k}"' for k in fields)
+      raise UserError(f"{path}:{lineno}: each line needs string field(s) {want}")
+  return [r for _, r in rows]
+
+
+def write_jsonl(path, records) -> int:
+  """Writes dicts as JSONL (UTF-8, not ASCII-escaped) atomically; returns the count."""
+  lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
+  atomic_write_text(path, "".join(lines))
+  return len(lines)
+
+
 def save_figure(fig, path, dpi: int = 110) -> None:
   """A matplotlib figure, in the format its suffix names, written whole; the figure is closed."""
-  import io  # pylint: disable=import-outside-toplevel
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import io
+  import matplotlib.pyplot as plt
   path = as_path(path)
   buf = io.BytesIO()
   fig.savefig(buf, format=path.suffix[1:] or "png", dpi=dpi)
@@ -134,7 +174,7 @@ class ObjectAppender:
 def file_lock(path: str | os.PathLike):
   """An exclusive flock on `path` (created) for the duration: one process at a time. Local paths
   only: callers on object storage elect one writer instead."""
-  import fcntl  # pylint: disable=import-outside-toplevel
+  import fcntl
   if is_url(path):
     raise ValueError(f"file_lock({path}): object stores have no locks")
   path = pathlib.Path(path)
@@ -164,7 +204,7 @@ def native_stderr_silenced():
 
 def dir_fingerprint(d, pattern: str = "*.jsonl") -> str:
   """Content hash of a directory's shards (names and bytes); "" when it does not exist."""
-  import hashlib  # pylint: disable=import-outside-toplevel
+  import hashlib
   d = as_path(d)
   if not d.is_dir():
     return ""
@@ -179,6 +219,5 @@ def dir_fingerprint(d, pattern: str = "*.jsonl") -> str:
 
 def content_digest(*parts, n: int = 16) -> str:
   """A short sha256 of JSON-able parts (keys sorted): the fingerprints stages record."""
-  import hashlib  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
+  import hashlib
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:n]

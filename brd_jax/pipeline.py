@@ -80,7 +80,6 @@ def run(workdir, mesh, data_dir: str | None = None, progress: bool = True) -> di
 
 
 def _run(workdir, mesh, data_dir, progress) -> dict:
-  # pylint: disable=import-outside-toplevel
   from brd_jax.behaviors import generate
   from brd_jax.behaviors.config import GenerateConfig
   from brd_jax.corpus import stage as corpus_stage
@@ -101,8 +100,8 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
   stages = Stages(workdir)
   paragraphs, ledger_dir = workdir / "corpus" / "paragraphs", workdir / "ledger"
 
-  from brd_jax.evaluation import tasks as tasks_lib
-  eval_texts = tasks_lib.input_texts(ccfg.decontaminate, ecfg.data_dir or None)
+  from brd_jax.evaluation import task_corpus
+  ccfg, eval_texts = task_corpus.prepare(ccfg, workdir / "corpus", ecfg.data_dir or None)
   corpus = stages.run("corpus", content_digest("corpus", _bindings("corpus"), {
       t: content_digest(v) for t, v in eval_texts.items()}),
       lambda: corpus_stage.run(ccfg, workdir / "corpus", eval_texts, progress))
@@ -147,10 +146,10 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
                                                    progress, n))
 
   from brd_jax import pipeline_report
-  report = pipeline_report.write(workdir, list(models))
-  return {"report": str(report), "stages": {p.stem: json.loads(p.read_text())["seconds"]
-                                            for p in sorted(stages.dir.glob("*.json"),
-                                                            key=lambda p: p.name)},
+  report, headline = pipeline_report.write(workdir, list(models))
+  return {"report": str(report), "headline": headline,
+          "stages": {p.stem: json.loads(p.read_text())["seconds"]
+                     for p in sorted(stages.dir.glob("*.json"), key=lambda p: p.name)},
           "corpus_paragraphs": corpus.get("summary", {}).get("paragraphs"),
           "ledger_remaining": gen.get("summary", {}).get("remaining")}
 
@@ -159,7 +158,7 @@ def _train(workdir, mesh, tcfg, dcfg, scfg, progress, fingerprint: str) -> dict:
   """Trains in workdir, resuming a run of the same fingerprint. A run of another one (its data or
   settings changed since) is moved aside, not resumed (the trainer refuses a changed data stream)
   and not deleted."""
-  from brd_jax.training import loop  # pylint: disable=import-outside-toplevel
+  from brd_jax.training import loop
   mark = workdir / "pipeline_fingerprint"
   old = mark.read_text().strip() if mark.exists() else ""
   if old and old != fingerprint:
@@ -169,15 +168,15 @@ def _train(workdir, mesh, tcfg, dcfg, scfg, progress, fingerprint: str) -> dict:
           f"{aside}", flush=True)
   workdir.mkdir(parents=True, exist_ok=True)
   atomic_write_text(mark, fingerprint + "\n")
-  return loop.train(workdir, mesh, tcfg, dcfg, scfg, progress=progress)
+  return loop.run(workdir, mesh, tcfg, dcfg, scfg, progress=progress)
 
 
 def _eval(spec, cfg, out, mesh, scfg, progress, name) -> dict:
-  from brd_jax.evaluation import run as eval_run  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation import run as eval_run
   model = spec
   if spec == "student_init":  # the student as training starts: built the way training builds it
-    from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-    from brd_jax.training import student  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import resolve
+    from brd_jax.training import student
     m, mcfg, tok, prov = student.init(scfg, sharding.multi_device(mesh))
     model = resolve.Loaded(m, mcfg, tok, content_digest(prov, dataclasses.asdict(scfg)), "student_init")
   results = eval_run.run(cfg, model, out, mesh, progress, name=name)

@@ -54,7 +54,7 @@ def _table(results, tasks, rule) -> list[str]:
 
 
 def _train_stats(workdir: pathlib.Path, name: str) -> dict:
-  from brd_jax.training import metrics  # pylint: disable=import-outside-toplevel
+  from brd_jax.training import metrics
   # one record per step (a step redone after a resume counts once), without start/resume events
   recs = metrics.read(workdir / f"train_{name}")
   if not recs:
@@ -67,9 +67,9 @@ def _train_stats(workdir: pathlib.Path, name: str) -> dict:
 
 
 def _plot_loss(path, curves: dict) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(7, 4))
   for name, recs in curves.items():
     ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label=name)
@@ -81,7 +81,9 @@ def _plot_loss(path, curves: dict) -> None:
   save_figure(fig, path)
 
 
-def write(workdir, models) -> pathlib.Path:
+def write(workdir, models) -> tuple[pathlib.Path, str]:
+  """Writes WORKDIR/report.md (and its plots); returns its path and its headline: the title and
+  the table by the paper's rule."""
   workdir = as_path(workdir)
   results = _load(workdir, models)
   tasks = []
@@ -156,4 +158,4 @@ def write(workdir, models) -> pathlib.Path:
     lines.append(f"| {name} | {rec['seconds']:.0f} | {what} |")
   out = workdir / "report.md"
   atomic_write_text(out, "\n".join(lines) + "\n")
-  return out
+  return out, "\n".join(lines[:lines.index(f"## {RULES[1]}")]).rstrip()

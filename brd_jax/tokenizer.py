@@ -88,7 +88,7 @@ class Tokenizer:
   def fingerprint(self) -> str:
     """Content hash of the whole tokenizer (model, merges, special tokens): equal tokenizers give
     equal ids for every text."""
-    import hashlib  # pylint: disable=import-outside-toplevel
+    import hashlib
     h = hashlib.sha256()
     if self.is_sentencepiece:
       h.update(pathlib.Path(self._sp_path).read_bytes())
@@ -106,8 +106,8 @@ class Tokenizer:
                       "(e.g. chat.template = 'vicuna_v1.1')")
     if template == "vicuna_v1.1":
       template = VICUNA_V11_TEMPLATE
-    import jinja2  # pylint: disable=import-outside-toplevel
-    from jinja2 import sandbox  # pylint: disable=import-outside-toplevel
+    import jinja2
+    from jinja2 import sandbox
 
     def raise_exception(msg):
       raise UserError(f"chat template: {msg}")
@@ -165,7 +165,7 @@ def from_dir(model_dir: str | pathlib.Path) -> Tokenizer:
             pad_token=_token_str(cfg.get("pad_token")), unk_token=_token_str(cfg.get("unk_token")),
             chat_template=cfg.get("chat_template"), add_bos=bool(cfg.get("add_bos_token", False)))
   if (d / "tokenizer.json").exists():
-    import tokenizers  # pylint: disable=import-outside-toplevel
+    import tokenizers
     tok = tokenizers.Tokenizer.from_file(str(d / "tokenizer.json"))
     # Specials the HF post-processor would add are added by us (add_bos) instead.
     tok.post_processor = None
@@ -177,7 +177,7 @@ def from_dir(model_dir: str | pathlib.Path) -> Tokenizer:
 
 
 def from_sentencepiece(path: str | pathlib.Path, **kw) -> Tokenizer:
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  import sentencepiece as spm
   sp = spm.SentencePieceProcessor(model_file=str(path))
   kw.setdefault("bos_token", sp.id_to_piece(sp.bos_id()) if sp.bos_id() >= 0 else None)
   kw.setdefault("eos_token", sp.id_to_piece(sp.eos_id()) if sp.eos_id() >= 0 else None)
@@ -188,8 +188,8 @@ def from_sentencepiece(path: str | pathlib.Path, **kw) -> Tokenizer:
 
 def from_gguf_metadata(meta: dict) -> Tokenizer:
   """Byte-level BPE vocabularies (`tokenizer.ggml.model = gpt2`) from GGUF metadata."""
-  import tokenizers  # pylint: disable=import-outside-toplevel
-  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers
   kind = meta.get("tokenizer.ggml.model")
   if kind != "gpt2":
     raise UserError(f"GGUF tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2' only)")
@@ -224,8 +224,8 @@ def byte_level() -> Tokenizer:
 
   258 ids: 0 `<pad>` (seqio's padding id), 1 `<|endoftext|>` (BOS and EOS), then the 256 bytes.
   """
-  import tokenizers  # pylint: disable=import-outside-toplevel
-  from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers
   vocab = {"<pad>": 0, "<|endoftext|>": 1}
   for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
     vocab[ch] = len(vocab)

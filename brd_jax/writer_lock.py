@@ -43,7 +43,7 @@ class _FileLock:
   """flock(LOCK_EX | LOCK_NB) on the lock file, kept until `release` or the process's end."""
 
   def __init__(self, directory, index: int, what: str, info: dict):
-    import fcntl  # pylint: disable=import-outside-toplevel
+    import fcntl
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / NAME.format(index)
     self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -21,8 +21,8 @@ def signal_when(args, ready, sig, timeout=300, delay=0.0, **kw) -> bool:
   """Starts `brd ARGS`, waits until `ready()` (or the timeout), sleeps `delay`, then sends SIG if
   the command still runs; waits for it to end. Returns whether the signal landed (a command that
   ended between the check and the signal was not interrupted; for SIGKILL, the exit status says)."""
-  import signal  # pylint: disable=import-outside-toplevel
-  import time  # pylint: disable=import-outside-toplevel
+  import signal
+  import time
   kw.setdefault("env", {**os.environ, "JAX_PLATFORMS": "cpu"})
   proc = subprocess.Popen(brd_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, **kw)

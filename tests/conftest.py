@@ -95,9 +95,9 @@ def reading_teacher():
   """The tiny teacher that reads (`tiny_teacher.make_reader`): trained once (~45 s) into the asset
   cache, keyed by the digest of its recipe and the templates, and shared by the xdist workers (and
   `tests/mutations.py`'s runs) through a file lock."""
-  import filelock  # pylint: disable=import-outside-toplevel
-  import tiny_teacher  # pylint: disable=import-outside-toplevel
-  from brd_jax import assets  # pylint: disable=import-outside-toplevel
+  import filelock
+  import tiny_teacher
+  from brd_jax import assets
   root = assets.cache_dir() / "test-fixtures"
   root.mkdir(parents=True, exist_ok=True)
   with filelock.FileLock(str(root / "reading_teacher.lock")):

@@ -55,6 +55,8 @@ _BOOT = "tests/test_pipeline.py::test_paired_bootstrap_against_numpy_and_scipy"
 _PIPE_FP = "tests/test_pipeline.py::test_a_changed_corpus_or_ledger_retrains_and_nothing_else_does"
 _REF_E2E = ("tests/test_evaluation.py::"
             "test_brd_eval_reference_model_scores_the_teacher_against_the_student")
+_LAYERS_UP = "tests/test_structure.py::test_no_module_imports_cli_config_or_pipeline_from_below"
+_LAYERS_CIRCLE = "tests/test_structure.py::test_the_package_has_no_import_circle"
 _SKD = "tests/test_generate.py::test_skd_responses_become_brd_skd_examples_in_the_mixture"
 _CONTEXT = "tests/test_generate.py::test_context_sentences_reach_the_teacher"
 
@@ -112,9 +114,9 @@ BREAKS: list[Break] = [
           "decontam_ngram: int = 12", (_DECONTAM,),
           "a 12-word overlap with an evaluation input is dropped"),
     Break("eval_reader_text", "brd_jax/evaluation/tasks.py",
-          '  return _jsonl(_find(d, "rte", ["val.jsonl"]))',
-          '  return [{**r, "premise": r["premise"][:-1]} for r in _jsonl(_find(d, "rte", '
-          '["val.jsonl"]))]',
+          '    Task("rte", ("entailment", "not_entailment"), _NLI, ("val.jsonl",), _jsonl,',
+          '    Task("rte", ("entailment", "not_entailment"), _NLI, ("val.jsonl",), '
+          'lambda p: [{**r, "premise": r["premise"][:-1]} for r in _jsonl(p)],',
           ("tests/test_lm_eval_parity.py::test_every_request_of_the_official_files_equals_"
            "lm_evals[rte]",),
           "the project's reader drops the last character of every RTE premise"),
@@ -131,17 +133,19 @@ BREAKS: list[Break] = [
     Break("kd_unweighted", "brd_jax/training/step.py", 'cfg.kd_weight * t.get("kd", 0.0)',
           't.get("kd", 0.0)', (_KD_UPDATE,),
           "the KD term trains at weight 1 whatever train.kd_weight says (0 included)"),
-    Break("topk_values", "brd_jax/inference/slots.py", "top_lp.reshape(B, T, -1)",
-          "jnp.broadcast_to(lp.reshape(B, T, 1), top_lp.reshape(B, T, -1).shape)",
+    Break("topk_values", "brd_jax/inference/slots.py",
+          'top_lp=out["top_lp"].at[r, cols].set(top_lp, mode="drop")',
+          'top_lp=out["top_lp"].at[r, cols].set(jnp.broadcast_to(lp[..., None], top_lp.shape), '
+          'mode="drop")',
           (f"{_TOPK_REF}[slots]", _LEDGER_TOPK),
           "the slot engine stores the chosen token's log-prob in every top-k column"),
-    Break("topk_values_plain", "brd_jax/inference/engine.py",
+    Break("topk_values_plain", "brd_jax/inference/sampling.py",
           "top_lp, top_ids = jax.lax.top_k(lp, top_n)",
           "top_lp, top_ids = jnp.broadcast_to(chosen[:, None], (lp.shape[0], top_n)), "
           "jax.lax.top_k(lp, top_n)[1]", (f"{_TOPK_REF}[plain]",),
           "both engines store the chosen token's log-prob in every top-k column"),
-    Break("chosen_logprob_is_max", "brd_jax/inference/engine.py",
-          "chosen = jnp.take_along_axis(lp, tokens_B[:, None], -1)[:, 0]",
+    Break("chosen_logprob_is_max", "brd_jax/inference/sampling.py",
+          "chosen = jnp.take_along_axis(lp, tokens_R[:, None], -1)[:, 0]",
           "chosen = jnp.max(lp, -1)", (f"{_TOPK_REF}[slots_sampled]",),
           "the top-1 log-prob is reported as the chosen token's (the same under greedy decoding)"),
     Break("writer_lock_noop", "brd_jax/writer_lock.py",
@@ -158,6 +162,17 @@ BREAKS: list[Break] = [
           "        self.fs.pipe_file(self.key, json.dumps(self.info).encode())", "        pass",
           (_LEASE,), "an object-store lease is never refreshed: a live holder looks dead and "
           "is taken over"),
+    Break("models_import_config", "brd_jax/models/config.py",
+          "from brd_jax.paths import MODELS_DIR", "from brd_jax.config import CONFIG_DIR\n"
+          "MODELS_DIR = CONFIG_DIR / 'models'", (_LAYERS_UP, _LAYERS_CIRCLE),
+          "the model layer reaches up into the gin layer for a path (the 27-module circle)"),
+    Break("eval_writes_operative_config", "brd_jax/evaluation/run.py",
+          "  check(cfg)\n", "  check(cfg)\n  from brd_jax import config\n", (_LAYERS_UP,),
+          "a stage imports `config` to write its own config.gin instead of its caller"),
+    Break("layers_import_cache_config_circle", "brd_jax/models/config.py",
+          "    n = sum(math.prod(shape)",
+          "    from brd_jax.models import layers  # noqa: F401\n    n = sum(math.prod(shape)",
+          (_LAYERS_CIRCLE,), "models.config imports models.layers, which imports it back"),
 ]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 
 def eval_data() -> pathlib.Path:
-  from brd_jax.evaluation import tasks  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation import tasks
   d = tasks.default_data_dir()
   if not (d / "rte").is_dir():
     if os.environ.get("BRD_STRICT") == "1":
@@ -22,8 +22,8 @@ def eval_data() -> pathlib.Path:
 
 
 def asset(name: str) -> pathlib.Path:
-  from brd_jax import assets  # pylint: disable=import-outside-toplevel
-  from brd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  from brd_jax import assets
+  from brd_jax.errors import UserError
   try:
     return assets.fetch(name, quiet=True)
   except UserError as e:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from brd_jax import cli
+from brd_jax import cli, cli_args
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -62,9 +62,10 @@ def fresh(scratch):
 def _numeric_flags():
   """(argv prefix with the required arguments filled, flag, kind) for every numeric flag."""
   # (type, lowest, lowest excluded, highest): the ranges the flags' help texts give
-  kinds = {cli.POS_INT: (int, 1, False, None), cli.NONNEG_INT: (int, 0, False, None),
-           cli.NONNEG_FLOAT: (float, 0, False, None), cli.POS_FLOAT: (float, 0, True, None),
-           cli.PROB: (float, 0, True, 1)}
+  a = cli_args
+  kinds = {a.POS_INT: (int, 1, False, None), a.NONNEG_INT: (int, 0, False, None),
+           a.NONNEG_FLOAT: (float, 0, False, None), a.POS_FLOAT: (float, 0, True, None),
+           a.PROB: (float, 0, True, 1)}
   out = []
 
   def walk(parser, prefix):
@@ -168,13 +169,13 @@ _BYTES = st.one_of(
 @given(data=_BYTES, suffix=st.sampled_from([".txt", ".jsonl", ".xz", ".gz", ".parquet"]))
 def test_corpus_files_of_any_bytes_end_cleanly(data, suffix, scratch, trust):
   """Either a counted-skip success with readable paragraphs, or one line and no paragraphs."""
-  from brd_jax.corpus import stage  # pylint: disable=import-outside-toplevel
+  from brd_jax.corpus import paragraphs
   with fresh(scratch) as d:
     (d / f"in{suffix}").write_bytes(data)
     code, err = run_cli(["corpus", "--workdir", d / "w", "--input", d / f"in{suffix}",
                          "--no_progress", "--gin", "corpus.decontaminate=()"])
     if code == 0:
-      paras = list(stage.read_paragraphs(d / "w" / "paragraphs"))
+      paras = list(paragraphs.read_paragraphs(d / "w" / "paragraphs"))
       ok = bool(paras) and all(isinstance(p["text"], str) and p["text"] for p in paras)
     else:
       ok = clean(code, err, "corpus") and not (d / "w" / "paragraphs").exists()

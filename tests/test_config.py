@@ -77,7 +77,8 @@ def test_experiment_configs_parse_validate_and_build_the_abstract_train_state(na
   assert len(EXPERIMENTS) >= 8
   config.parse([f"experiments/{name}"])
   t, d, s, p = TrainConfig(), DataConfig(), StudentConfig(), pipeline.PipelineConfig()
-  assert CorpusConfig().inputs and GenerateConfig().teacher and EvalConfig().tasks
+  c = CorpusConfig()
+  assert (c.inputs or c.from_tasks) and GenerateConfig().teacher and EvalConfig().tasks
   assert t.steps > 0 and s.init != "scratch" and d.level in ("paragraph", "sentence")
   devices = p.devices or 1
   shape = sharding.resolve_shape(sharding.mesh_shape(), devices)

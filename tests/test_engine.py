@@ -7,7 +7,8 @@ from scipy import stats
 
 from brd_jax import models
 from brd_jax.inference import engine, sampling
-from brd_jax.inference.engine import Engine, Sampling
+from brd_jax.inference.engine import Engine
+from brd_jax.inference.sampling import Sampling
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,11 @@ def corpus(tmp_path_factory):
 
 
 def _train(workdir, corpus, steps, **extra):
-  from brd_jax.training import loop  # pylint: disable=import-outside-toplevel
+  from brd_jax.training import loop
   config.parse(TINY, tiny_bindings(*corpus, **{"train.steps": steps, "train.checkpoint_every": 5,
                                                "train.keep_checkpoints": 4, **extra}),
                finalize=False)
-  return loop.train(workdir, sharding.make_mesh((1, 1, 1), jax.devices()[:1]), progress=False)
+  return loop.run(workdir, sharding.make_mesh((1, 1, 1), jax.devices()[:1]), progress=False)
 
 
 def _biggest_file(d):
@@ -81,7 +81,7 @@ def test_no_readable_checkpoint_is_an_error_not_a_restart(tmp_path, corpus, trus
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     tmp_path, corpus, monkeypatch, trust):
   """A hook the test installs poisons the parameters after step 12 (as an overflow would)."""
-  from brd_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
+  from brd_jax.training import step as step_lib
   real = step_lib.make_train_step
 
   def poisoning(*args, **kw):
@@ -123,20 +123,20 @@ def _with_file_size_limit(nbytes, cmd):
 def _stage_inputs(tmp_path, stage):
   """(command args for the stage writing into tmp_path/out, a function reading its output)."""
   if stage == "corpus":
-    from test_corpus import cc100_text  # pylint: disable=import-outside-toplevel
+    from test_corpus import cc100_text
     (tmp_path / "in.txt").write_text(cc100_text(400, seed=2))
-    from brd_jax.corpus import stage as corpus_stage  # pylint: disable=import-outside-toplevel
+    from brd_jax.corpus import paragraphs
     return (["corpus", "--workdir", tmp_path / "out", "--input", tmp_path / "in.txt",
              "--gin", "corpus.decontaminate=()", "--gin", "corpus.chunk_docs=50"],
-            lambda d: list(corpus_stage.read_paragraphs(d / "paragraphs")))
+            lambda d: list(paragraphs.read_paragraphs(d / "paragraphs")))
   if stage == "generate":
-    import tiny_teacher  # pylint: disable=import-outside-toplevel
+    import tiny_teacher
     from test_generate import GIN, content, write_paragraphs  # pylint: disable=C0415
     pars = write_paragraphs(tmp_path / "paragraphs", 12)
     teacher = tiny_teacher.make(tmp_path / "teacher")
     return (["generate", "--paragraphs", pars, "--ledger", tmp_path / "out", "--teacher", teacher,
              *GIN], content)
-  import hf_tiny  # pylint: disable=import-outside-toplevel
+  import hf_tiny
   from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=C0415
   hf_tiny.gpt2(tmp_path / "m")
   _tiny_tokenizer(tmp_path / "m")
@@ -150,7 +150,7 @@ def _stage_inputs(tmp_path, stage):
 @pytest.mark.parametrize("stage, limit", [("corpus", 20_000), ("generate", 1_500), ("eval", 900)])
 def test_full_disk_is_one_line_leaves_no_torn_file_and_a_rerun_completes(tmp_path, stage, limit,
                                                                          trust):
-  from cli_run import ROOT, brd, brd_cmd  # pylint: disable=import-outside-toplevel
+  from cli_run import ROOT, brd, brd_cmd
   args, output = _stage_inputs(tmp_path, stage)
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "MPLCONFIGDIR": str(tmp_path / "mpl")}
   ref = brd(*[str(a).replace(str(tmp_path / "out"), str(tmp_path / "ref")) for a in args],
@@ -176,10 +176,10 @@ def test_full_disk_is_one_line_leaves_no_torn_file_and_a_rerun_completes(tmp_pat
 # ---------------------------------------------------------------- brd eval killed
 
 def test_brd_eval_killed_three_times_then_finished_scores_each_request_once(tmp_path, trust):
-  import random  # pylint: disable=import-outside-toplevel
-  import hf_tiny  # pylint: disable=import-outside-toplevel
-  from cli_run import brd, signal_when  # pylint: disable=import-outside-toplevel
-  from test_evaluation import _tiny_tokenizer  # pylint: disable=import-outside-toplevel
+  import random
+  import hf_tiny
+  from cli_run import brd, signal_when
+  from test_evaluation import _tiny_tokenizer
   hf_tiny.gpt2(tmp_path / "m")
   _tiny_tokenizer(tmp_path / "m")
   (tmp_path / "data" / "sst2").mkdir(parents=True)
@@ -223,17 +223,17 @@ def test_brd_eval_killed_three_times_then_finished_scores_each_request_once(tmp_
 
 @pytest.mark.parametrize("stage", ["corpus", "eval"])
 def test_sigterm_commits_stops_with_exit_0_and_a_rerun_completes(tmp_path, stage, trust):
-  from cli_run import ROOT, brd, brd_cmd  # pylint: disable=import-outside-toplevel
+  from cli_run import ROOT, brd, brd_cmd
   if stage == "corpus":
-    from test_corpus import cc100_text  # pylint: disable=import-outside-toplevel
+    from test_corpus import cc100_text
     (tmp_path / "in.txt").write_text(cc100_text(3000, seed=6))
     args = ["corpus", "--input", tmp_path / "in.txt", "--gin", "corpus.decontaminate=()",
             "--gin", "corpus.chunk_docs=40", "--workdir"]
     progress = lambda w: len(list(w.glob("parts/*/p0000/chunk-*.json")))
     result = lambda w: (w / "paragraphs" / "shard-00000.jsonl").read_text()
   else:
-    import hf_tiny  # pylint: disable=import-outside-toplevel
-    from test_evaluation import _tiny_tokenizer  # pylint: disable=import-outside-toplevel
+    import hf_tiny
+    from test_evaluation import _tiny_tokenizer
     hf_tiny.gpt2(tmp_path / "m")
     _tiny_tokenizer(tmp_path / "m")
     (tmp_path / "data" / "sst2").mkdir(parents=True)
@@ -276,16 +276,16 @@ def test_sigterm_commits_stops_with_exit_0_and_a_rerun_completes(tmp_path, stage
 @pytest.mark.parametrize("stage", ["corpus", "generate", "train", "eval"])
 def test_unwritable_output_location_is_one_line_naming_it(tmp_path, stage, trust):
   """/sys refuses new directories even to root (EPERM): a read-only mount as a user meets it."""
-  from test_bad_input import run_cli  # pylint: disable=import-outside-toplevel
+  from test_bad_input import run_cli
   bad = "/sys/brd_unwritable/out"
   if stage == "corpus":
-    from test_corpus import cc100_text  # pylint: disable=import-outside-toplevel
+    from test_corpus import cc100_text
     (tmp_path / "in.txt").write_text(cc100_text(20))
     argv = ["corpus", "--input", tmp_path / "in.txt", "--gin", "corpus.decontaminate=()",
             "--workdir", bad]
   elif stage == "generate":
-    import tiny_teacher  # pylint: disable=import-outside-toplevel
-    from test_generate import GIN, write_paragraphs  # pylint: disable=import-outside-toplevel
+    import tiny_teacher
+    from test_generate import GIN, write_paragraphs
     argv = ["generate", "--paragraphs", write_paragraphs(tmp_path / "p", 2), "--teacher",
             tiny_teacher.make(tmp_path / "t"), *GIN, "--ledger", bad]
   elif stage == "train":
@@ -294,7 +294,7 @@ def test_unwritable_output_location_is_one_line_naming_it(tmp_path, stage, trust
             "--gin", "model.vocab_size=320", "--gin", f"data.paragraphs_dir='{par}'",
             "--gin", f"data.ledger_dir='{led}'", "--no_progress", "--workdir", bad]
   else:
-    import hf_tiny  # pylint: disable=import-outside-toplevel
+    import hf_tiny
     from test_evaluation import _tiny_tokenizer, _write_tiny_data  # pylint: disable=C0415
     hf_tiny.gpt2(tmp_path / "m")
     _tiny_tokenizer(tmp_path / "m")

@@ -120,7 +120,7 @@ def test_a_cached_asset_is_verified_once_then_trusted_until_it_changes(tmp_path,
     ("{% for m in messages %}", "TemplateSyntaxError"),
 ])
 def test_chat_templates_run_sandboxed_and_errors_are_one_line(template, refused):
-  from brd_jax import tokenizer  # pylint: disable=import-outside-toplevel
+  from brd_jax import tokenizer
   tok = tokenizer.byte_level()
   with pytest.raises(UserError, match=f"chat template: ({refused})"):
     tok.apply_chat_template([{"role": "user", "content": "hi"}], template=template)
@@ -129,8 +129,8 @@ def test_chat_templates_run_sandboxed_and_errors_are_one_line(template, refused)
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(task=st.text(min_size=1, max_size=40))
 def test_file_names_made_from_task_names_stay_in_their_folder(task):
-  import os  # pylint: disable=import-outside-toplevel
-  from brd_jax.evaluation import harness  # pylint: disable=import-outside-toplevel
+  import os
+  from brd_jax.evaluation import harness
   out = "/srv/run/eval"
   p = harness.samples_path(out, f"bigbench:{task}")
   assert os.path.dirname(os.path.normpath(p)) == out and p.name.startswith("samples_")

@@ -12,7 +12,8 @@ from scipy import stats
 
 from brd_jax import models
 from brd_jax.inference import engine, speculate
-from brd_jax.inference.engine import Engine, Sampling
+from brd_jax.inference.engine import Engine
+from brd_jax.inference.sampling import Sampling
 from brd_jax.inference.slots import SlotEngine, common_prefix
 
 SWITCHES = {  # each alone, all together, none

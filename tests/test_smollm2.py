@@ -96,7 +96,8 @@ def engine_prompts(ours):
 
 
 def test_batched_greedy_matches_transformers_per_prompt(ours, theirs, engine_prompts):
-  from brd_jax.inference.engine import Engine, Sampling
+  from brd_jax.inference.engine import Engine
+  from brd_jax.inference.sampling import Sampling
   new = 24
   eos = ours.tokenizer.eos_id
   gens = Engine(ours.model, ours.tokenizer).generate(engine_prompts, new, Sampling(),
@@ -115,7 +116,8 @@ def test_batched_greedy_matches_transformers_per_prompt(ours, theirs, engine_pro
 
 
 def test_batch_invariance_and_8_device_mesh(ours, smollm2_gguf, engine_prompts, mesh8):
-  from brd_jax.inference.engine import Engine, Sampling
+  from brd_jax.inference.engine import Engine
+  from brd_jax.inference.sampling import Sampling
   batch = (engine_prompts * 2)[:32]
   in_batch = Engine(ours.model, ours.tokenizer).generate(batch, 16, Sampling(), eos_ids=())
   assert len(in_batch) == 32

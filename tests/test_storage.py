@@ -101,7 +101,7 @@ def test_corpus_shared_by_three_processes_on_gcs_equals_one_local_process(gcs, t
   """No locks or renames on an object store: process 0 merges once every share is done."""
   import dataclasses
   import random
-  from brd_jax.corpus import stage
+  from brd_jax.corpus import paragraphs, stage
   from test_corpus import cfg_for, outputs, paragraph
   rng = random.Random(2)
   src = tmp_path / "in"
@@ -119,7 +119,7 @@ def test_corpus_shared_by_three_processes_on_gcs_equals_one_local_process(gcs, t
   assert stage.read_manifest("gs://brd/corpus3") is None
   assert stage.run(three[0], "gs://brd/corpus3", progress=False)["status"] == "written"
   want = outputs(tmp_path / "local")
-  got = [json.loads(l) for p in stage.paragraph_shards("gs://brd/corpus3/paragraphs")
+  got = [json.loads(l) for p in paragraphs.paragraph_shards("gs://brd/corpus3/paragraphs")
          for l in p.read_text().splitlines()]
   assert [r["id"] for r in got] == [r["id"] for r in want] and len(want) > 20
   assert not any(k.startswith("parts/") for k in _objects("brd/corpus3"))

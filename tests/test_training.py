@@ -33,7 +33,7 @@ def corpus(tmp_path_factory):
 def _train(workdir, mesh, bindings):
   from brd_jax.training import loop
   config.parse(TINY, bindings, finalize=False)
-  loop.train(workdir, mesh, progress=False)
+  loop.run(workdir, mesh, progress=False)
   return metrics.read(workdir)
 
 

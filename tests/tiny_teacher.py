@@ -123,7 +123,7 @@ def reading_text(n_docs: int, seed: int = 0, pars: int = 2, per_paragraph: int =
 
 def _examples(rng: random.Random, tok, n: int):
   """(prompt ids, reading ids + EOS) as `brd generate` prompts its default templates."""
-  from brd_jax.behaviors import templates  # pylint: disable=import-outside-toplevel
+  from brd_jax.behaviors import templates
   out = []
   for i in range(n):
     behavior = ("ner", "ner", "qra", "skd")[i % 4]
@@ -163,7 +163,7 @@ def _greedy_ok(model, examples) -> float:
 
 
 def recipe_digest() -> str:
-  from brd_jax.behaviors import templates  # pylint: disable=import-outside-toplevel
+  from brd_jax.behaviors import templates
   return hashlib.sha256(pathlib.Path(__file__).read_bytes() + torch.__version__.encode() +
                         pathlib.Path(templates.__file__).read_bytes()).hexdigest()[:16]
 

@@ -1,9 +1,13 @@
-"""The `generate` gin configurable (no heavy imports: gin parsing stays fast)."""
+"""The `generate` gin configurable, checked when built (no heavy imports: gin parsing stays
+fast)."""
 from __future__ import annotations
 
 import dataclasses
 
 import gin
+
+from brd_jax.behaviors import templates
+from brd_jax.errors import UserError
 
 
 @gin.configurable("generate")
@@ -36,6 +40,21 @@ class GenerateConfig:
   limit: int = 0                   # stop after this many units in this run (0: all)
   num_processes: int = 0           # 0: the JAX process count
   process_index: int = -1          # -1: the JAX process index
+
+  def __post_init__(self):
+    for b in self.behaviors:
+      if b not in templates.BEHAVIORS:
+        raise UserError(f"generate.behaviors: unknown behaviour {b!r} (known: "
+                        f"{', '.join(templates.BEHAVIORS)})")
+    chosen = templates.chosen(self.templates)
+    for b in self.behaviors:  # unknown or mismatched templates fail before the teacher loads
+      templates.get(chosen[b], b)
+    if self.max_attempts < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+      raise UserError("generate.max_attempts, batch_size and max_new_tokens must be >= 1")
+    if self.speculate < -1:
+      raise UserError(f"generate.speculate={self.speculate}: must be >= 0, or -1 (by backend)")
+    if self.dtype not in ("", "float32", "bfloat16"):
+      raise UserError(f"generate.dtype={self.dtype!r}: must be '', 'float32' or 'bfloat16'")
 
   def decode(self) -> dict:
     """The decoding parameters that shape outputs (part of every unit key)."""

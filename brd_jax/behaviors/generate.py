@@ -93,20 +93,7 @@ def processes(cfg: GenerateConfig) -> tuple[int, int]:
 def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bool = True,
         loaded=None) -> dict:
   """Generates this process's share of the missing units; returns a summary."""
-  from brd_jax.corpus.stage import read_paragraphs  # pylint: disable=import-outside-toplevel
-  for b in cfg.behaviors:
-    if b not in templates.BEHAVIORS:
-      raise UserError(f"generate.behaviors: unknown behaviour {b!r} (known: "
-                      f"{', '.join(templates.BEHAVIORS)})")
-  chosen = templates.chosen(cfg.templates)
-  for b in cfg.behaviors:  # unknown or mismatched templates fail before the teacher loads
-    templates.get(chosen[b], b)
-  if cfg.max_attempts < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-    raise UserError("generate.max_attempts, batch_size and max_new_tokens must be >= 1")
-  if cfg.speculate < -1:
-    raise UserError(f"generate.speculate={cfg.speculate}: must be >= 0, or -1 (by backend)")
-  if cfg.dtype not in ("", "float32", "bfloat16"):
-    raise UserError(f"generate.dtype={cfg.dtype!r}: must be '', 'float32' or 'bfloat16'")
+  from brd_jax.corpus.paragraphs import read_paragraphs
   paragraphs = list(read_paragraphs(paragraphs_dir))
   n_proc, proc = processes(cfg)
   # One writer per (ledger, process index), before the teacher loads: a duplicate run fails fast.
@@ -118,12 +105,12 @@ def _run(cfg, paragraphs, ledger_dir, mesh, progress, loaded, n_proc, proc) -> d
   if loaded is None:
     if not cfg.teacher:
       raise UserError("no teacher: give --teacher SPEC (generate.teacher)")
-    from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import resolve
     loaded = resolve.load(cfg.teacher, sharding.multi_device(mesh),
                           teacher_overrides(cfg))
   if loaded.tokenizer is None:
     raise UserError(f"teacher {cfg.teacher} has no tokenizer")
-  from brd_jax.inference import chat  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference import chat
   chat_template, system = chat.template()
   teacher = teacher_fingerprint(loaded, chat_template, system)
   units = build_units(paragraphs, cfg, teacher)
@@ -147,7 +134,7 @@ def _run(cfg, paragraphs, ledger_dir, mesh, progress, loaded, n_proc, proc) -> d
 
 
 def _sampling(cfg: GenerateConfig, attempt: int):
-  from brd_jax.inference.engine import Sampling  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.sampling import Sampling
   if attempt > 0 and cfg.temperature == 0.0:
     return Sampling(cfg.retry_temperature, cfg.top_k, cfg.top_p)
   return Sampling(cfg.temperature, cfg.top_k, cfg.top_p)
@@ -159,14 +146,14 @@ def speculate_k(cfg: GenerateConfig, backend: str | None = None) -> int:
   if cfg.speculate >= 0:
     return cfg.speculate
   if backend is None:
-    import jax  # pylint: disable=import-outside-toplevel
+    import jax
     backend = jax.default_backend()
   return 0 if backend == "cpu" or cfg.batch_size > 64 else 4
 
 
 def make_engine(cfg: GenerateConfig, loaded, mesh):
   """The teacher's engine: decode slots, shared-prefix cache and speculation as configured."""
-  from brd_jax.inference.slots import SlotEngine  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.slots import SlotEngine
   return SlotEngine(loaded.model, loaded.tokenizer, sharding.multi_device(mesh),
                     max_batch=cfg.batch_size, continuous=cfg.continuous_batching,
                     prefix_cache=cfg.prefix_cache, speculate_k=speculate_k(cfg))
@@ -179,7 +166,7 @@ def unit_prompts(tok, units: list[Unit], chat_template, system) -> list[str]:
 
 def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, chat_template,
               system, progress) -> dict:
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm
   tok = loaded.tokenizer
   engine = make_engine(cfg, loaded, mesh)
   writer = ledger.Writer(ledger_dir, proc)
@@ -236,7 +223,7 @@ def _generate(cfg, loaded, mesh, todo: list[Unit], ledger_dir, proc, teacher, ch
 
 def _stream_window(engine, tok, units: list[Unit], sampling_, cfg, chat_template, system):
   """(unit, Generation, prompt tokens) for each unit, in the order rows finish."""
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax
   prompts = [tok.encode(p) for p in unit_prompts(tok, units, chat_template, system)]
   keys = jax.numpy.stack([jax.random.key(ledger.seed_of(ledger.record_key(u.unit, u.attempt))
                                          ^ cfg.seed) for u in units])

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from brd_jax.errors import UserError
-from brd_jax.io_utils import as_path, atomic_write_text
+from brd_jax.io_utils import as_path, iter_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 _SHARD = re.compile(r"^shard-p(\d{4})-(\d{6})\.jsonl$")
@@ -95,9 +95,8 @@ class Writer:
     """Writes the buffered records as one shard; returns how many."""
     if not self.buffer:
       return 0
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.buffer)
-    atomic_write_text(self.dir / f"shard-p{self.proc:04d}-{self.seq:06d}.jsonl", text)
-    n, self.seq, self.buffer = len(self.buffer), self.seq + 1, []
+    n = write_jsonl(self.dir / f"shard-p{self.proc:04d}-{self.seq:06d}.jsonl", self.buffer)
+    self.seq, self.buffer = self.seq + 1, []
     return n
 
 
@@ -123,19 +122,11 @@ def read(ledger_dir) -> Iterator[dict]:
   """Every committed record, in shard order; torn or foreign lines are skipped with a warning."""
   for path in shards(ledger_dir):
     bad = 0
-    with path.open("rb") as f:
-      for raw in f:
-        if not raw.strip():
-          continue
-        try:
-          rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-          bad += 1
-          continue
-        if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
-          bad += 1
-          continue
-        yield rec
+    for _, rec in iter_jsonl(path, skip_bad=True):
+      if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
+        bad += 1
+        continue
+      yield rec
     if bad:
       log.warning("ledger %s: skipped %d torn or malformed line(s)", path, bad)
 

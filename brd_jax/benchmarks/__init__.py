@@ -19,3 +19,4 @@ def report(metric: str, project: float, peer: float, extra: dict, rows: list[tup
   if json_path:
     atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
   return result
+

@@ -28,9 +28,9 @@ DEBRIS = ["Home", "Contact us", "Share this:", "Read more", "Posted by admin", "
 
 def make_input(out_dir: pathlib.Path, mb: float, files: int, seed: int = 0) -> int:
   """Writes `files` CC-100-style files totalling about `mb` MB; returns the bytes written."""
-  from brd_jax import assets  # pylint: disable=import-outside-toplevel
-  from brd_jax.benchmarks.split import _paragraphs  # pylint: disable=import-outside-toplevel
-  from brd_jax.corpus import split  # pylint: disable=import-outside-toplevel
+  from brd_jax import assets
+  from brd_jax.benchmarks.split import _paragraphs
+  from brd_jax.corpus import split
   sents = sorted({s for p in _paragraphs(str(assets.fetch("english-botchan")))
                   for s in split.make("blingfire")(p) if len(s) > 20})
   rng = random.Random(seed)

@@ -34,10 +34,11 @@ def make_prompts(tokenizer, batch: int, length: int) -> list[list[int]]:
 
 def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int = 32, prompt_len: int = 64,
         new_tokens: int = 64, repeats: int = 2, json_path: str | None = None) -> dict:
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import hf, resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.engine import Engine, Sampling  # pylint: disable=import-outside-toplevel
+  import torch
+  import transformers
+  from brd_jax.checkpoints import hf, resolve
+  from brd_jax.inference.engine import Engine
+  from brd_jax.inference.sampling import Sampling
 
   loaded = resolve.load(model_spec)
   prompts = make_prompts(loaded.tokenizer, batch, prompt_len)

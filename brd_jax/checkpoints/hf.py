@@ -48,7 +48,7 @@ def iter_tensors(cfg: ModelConfig, source):
 
 def import_dir(model_dir: str | pathlib.Path, mesh: Mesh | None = None,
                overrides: dict | None = None) -> tuple[Decoder, ModelConfig]:
-  from brd_jax.checkpoints.tensors import HFWeights  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints.tensors import HFWeights
   cfg = config_from_hf(read_config(model_dir))
   if overrides:
     cfg = cfg.replace(**overrides)
@@ -58,7 +58,7 @@ def import_dir(model_dir: str | pathlib.Path, mesh: Mesh | None = None,
 
 def _host(x: jax.Array) -> np.ndarray:
   if not x.is_fully_addressable:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    from jax.experimental import multihost_utils
     x = multihost_utils.process_allgather(x, tiled=True)
   return np.asarray(jax.device_get(x), dtype=np.float32)
 
@@ -89,8 +89,8 @@ def export_tensors(model: Decoder) -> dict[str, np.ndarray]:
 def export_dir(model: Decoder, out_dir: str | pathlib.Path, tokenizer=None,
                dtype: str = "float32") -> pathlib.Path:
   """Writes config.json, model*.safetensors (+ index when sharded) and tokenizer files."""
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-  import ml_dtypes  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file
+  import ml_dtypes
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   if jax.process_index() != 0:

@@ -16,7 +16,7 @@ from brd_jax.io_utils import as_path, is_url, local_copy
 
 
 def _ocp():
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp
   return ocp
 
 
@@ -24,7 +24,7 @@ def checkpoint_dir(workdir: str | pathlib.Path):
   """Accepts WORKDIR or WORKDIR/checkpoints: a pathlib.Path, or for gs:// an etils epath.Path
   (Orbax's own path type, which reaches object stores through its own client)."""
   if is_url(workdir):
-    from etils import epath  # pylint: disable=import-outside-toplevel
+    from etils import epath
     p = epath.Path(str(workdir))
   else:
     p = pathlib.Path(workdir).absolute()
@@ -106,10 +106,10 @@ def abstract(tree, shardings):
 
 def load_model(workdir, mesh=None, overrides: dict | None = None, step: int | None = None):
   """A trained student as (Decoder, ModelConfig, Tokenizer | None, step)."""
-  from brd_jax import sharding as shd  # pylint: disable=import-outside-toplevel
-  from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
-  from brd_jax.models import build  # pylint: disable=import-outside-toplevel
-  from brd_jax.models.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  from brd_jax import sharding as shd
+  from brd_jax import tokenizer as tkz
+  from brd_jax.models import build
+  from brd_jax.models.config import ModelConfig
   ck = Checkpoints(workdir, read_only=True)
   step = ck.latest_step() if step is None else step
   if step is None:

@@ -23,7 +23,7 @@ class Loaded:
 def local_path(spec: str) -> pathlib.Path:
   """asset:NAME -> its cached file (fetched on first use); otherwise the path itself."""
   if spec.startswith("asset:"):
-    from brd_jax import assets  # pylint: disable=import-outside-toplevel
+    from brd_jax import assets
     return assets.fetch(spec[len("asset:"):])
   if is_url(spec):  # a training workdir on object storage (Orbax reads it there)
     return as_path(spec)
@@ -67,15 +67,15 @@ def load(spec: str, mesh=None, overrides: dict | None = None) -> Loaded:
     raise UserError(f"--model {spec}: on object storage only `brd train` workdirs load; copy HF "
                     "directories and .gguf files to a local disk")
   if k == "gguf":
-    from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import gguf
     model, cfg, tok = gguf.import_file(p, mesh, overrides)
   elif k == "hf":
-    from brd_jax import tokenizer  # pylint: disable=import-outside-toplevel
-    from brd_jax.checkpoints import hf  # pylint: disable=import-outside-toplevel
+    from brd_jax import tokenizer
+    from brd_jax.checkpoints import hf
     model, cfg = hf.import_dir(p, mesh, overrides)
     tok = tokenizer.from_dir(p) if _has_tokenizer(p) else None
   elif k == "orbax":
-    from brd_jax.checkpoints import orbax  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import orbax
     model, cfg, tok, step = orbax.load_model(p, mesh, overrides)
     return Loaded(model, cfg, tok, _orbax_fingerprint(p, cfg, step), f"{p}@{step}")
   else:
@@ -90,13 +90,13 @@ def load_config(spec: str, overrides: dict | None = None) -> ModelConfig | None:
   p = local_path(spec)
   k = kind(p) if p.exists() else "missing"
   if k == "gguf":
-    from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import gguf
     cfg = gguf.GGUFFile(p).config()
   elif k == "hf":
-    from brd_jax.checkpoints import hf  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import hf
     cfg = hf.config_from_hf(hf.read_config(p))
   elif k == "orbax":
-    from brd_jax.checkpoints import orbax  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import orbax
     ck = orbax.Checkpoints(p, read_only=True)
     step = ck.latest_step()
     if step is None:
@@ -115,16 +115,16 @@ def _orbax_fingerprint(p: pathlib.Path, cfg: ModelConfig, step: int) -> str:
 
 def load_tokenizer(spec: str):
   """Only the tokenizer of a --model spec; 'bytes' is the built-in byte-level tokenizer."""
-  from brd_jax import tokenizer  # pylint: disable=import-outside-toplevel
+  from brd_jax import tokenizer
   if spec == "bytes":
     return tokenizer.byte_level()
   p = local_path(spec)
   k = kind(p)
   if k == "gguf":
-    from brd_jax.checkpoints import gguf  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import gguf
     return gguf.GGUFFile(p).tokenizer()
   if k == "orbax":
-    from brd_jax.checkpoints import orbax  # pylint: disable=import-outside-toplevel
+    from brd_jax.checkpoints import orbax
     p = as_path(str(orbax.checkpoint_dir(p).parent / "tokenizer"))
   if p.is_dir() and _has_tokenizer(p):
     return tokenizer.from_dir(local_copy(p))

@@ -54,7 +54,7 @@ class TorchBinFile:
   """A pytorch_model*.bin read with torch.load(weights_only=True): no arbitrary unpickling."""
 
   def __init__(self, path: pathlib.Path):
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
     try:
       self._sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError for anything but plain tensors

@@ -1,9 +1,12 @@
-"""The `corpus` gin configurable (no heavy imports: gin parsing stays fast)."""
+"""The `corpus` gin configurable, checked when built (no heavy imports: gin parsing stays fast)."""
 from __future__ import annotations
 
 import dataclasses
 
 import gin
+
+from brd_jax.corpus.split import SPLITTERS
+from brd_jax.errors import UserError
 
 # Paragraph-level versions of the C4 line rules (Raffel et al. 2020, sec. 2.2) and the Project
 # Gutenberg licence text, matched lower-cased as substrings.
@@ -20,6 +23,9 @@ class CorpusConfig:
   text_field: str = "text"         # jsonl / parquet / hf / tfds
   id_field: str = ""               # document id field (default: source and position)
   tfds_data_dir: str = ""          # where tfds: inputs are prepared (default: TFDS's)
+  from_tasks: tuple = ()           # NAME[:split] of evaluation tasks whose unlabeled inputs are
+                                   # read too, one paragraph per example (the relaxed setting;
+                                   # brd_jax/evaluation/task_corpus.py)
   # reading
   max_line_bytes: int = 1 << 20    # longer lines are skipped, counted
   max_replaced_fraction: float = 0.01   # invalid UTF-8 bytes replaced; above this the line is skipped
@@ -57,9 +63,18 @@ class CorpusConfig:
   keep_parts: bool = False         # keep parts/ (per-process work) after the merge
   merge_wait_s: float = 3600.0     # object-store workdir: how long process 0 waits for the others
 
+  def __post_init__(self):
+    if self.splitter not in SPLITTERS:
+      raise UserError(f"corpus.splitter={self.splitter!r}: choose one of {', '.join(SPLITTERS)}")
+    for name in ("max_sentences", "max_chars", "shard_paragraphs", "chunk_docs", "decontam_ngram"):
+      if getattr(self, name) < 1:
+        raise UserError(f"corpus.{name}={getattr(self, name)!r}: must be >= 1")
+
   def fingerprint_fields(self) -> dict:
     """The settings that change the output (not how the work is shared)."""
     d = dataclasses.asdict(self)
-    for k in ("num_processes", "process_index", "keep_parts", "chunk_docs", "merge_wait_s"):
+    # from_tasks shows in the prepared `inputs` (brd_jax/evaluation/task_corpus.py)
+    for k in ("num_processes", "process_index", "keep_parts", "chunk_docs", "merge_wait_s",
+              "from_tasks"):
       d.pop(k)
     return d

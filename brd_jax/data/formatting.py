@@ -3,10 +3,10 @@
 Pure Python, no TensorFlow: the seqio Tasks in `tasks.py` wrap these generators. A paragraph's
 BRD text interleaves each sentence with the teacher's reading of it,
 `s1 <sep> NER(s1) <sep> s2 <sep> NER(s2) ...`; a sentence without a valid teacher output keeps just
-the sentence, so a partly generated ledger still trains. Paragraphs are read by the corpus stage's
-reader, readings by the ledger's: records are joined to sentences by `sentence_key` (so a sentence
-repeated in several paragraphs, read once, is used in each) and turned into text by
-`parse.render`.
+the sentence, so a partly generated ledger still trains. Paragraphs are read by the format's
+reader (`corpus.paragraphs.read_paragraphs`, importable from here), readings by the ledger's:
+records are joined to sentences by `sentence_key` (so a sentence repeated in several paragraphs,
+read once, is used in each) and turned into text by `parse.render`.
 """
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ import hashlib
 
 from brd_jax.behaviors import ledger as ledger_lib
 from brd_jax.behaviors import parse
-from brd_jax.corpus.stage import read_paragraphs as _read_paragraphs
+from brd_jax.corpus.paragraphs import read_paragraphs  # noqa: F401  (this module's input)
 from brd_jax.errors import UserError
-
-BEHAVIORS = ("ner", "qra", "skd")
 
 
 @dataclasses.dataclass
@@ -31,11 +29,6 @@ class Readings:
     c = self.context_sentences
     ctx = " ".join(sentences[max(0, i - c):i]) if c else ""
     return self.records.get(ledger_lib.sentence_key(behavior, sentences[i], ctx))
-
-
-def read_paragraphs(directory) -> list[dict]:
-  """All paragraphs, in shard order; each needs `id` and `sentences` (or `text`)."""
-  return list(_read_paragraphs(directory))
 
 
 def read_ledger(directory) -> Readings:
@@ -104,7 +97,7 @@ class KDTable:
   NONE = 1
 
   def __init__(self, k: int):
-    import numpy as np  # pylint: disable=import-outside-toplevel
+    import numpy as np
     self.k, self._np = k, np
     self._ids, self._lps, self.rows = [np.zeros((2, k), np.int32)], \
         [np.zeros((2, k), np.float32)], 2

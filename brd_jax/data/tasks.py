@@ -12,7 +12,7 @@ import logging
 import jax
 
 from brd_jax.behaviors import ledger
-from brd_jax.corpus.stage import paragraph_shards
+from brd_jax.corpus.paragraphs import paragraph_shards, read_paragraphs
 from brd_jax.data import formatting
 from brd_jax.data._tf import seqio, tf
 from brd_jax.data.config import DataConfig
@@ -69,7 +69,7 @@ def _task(name: str, examples: list[dict], vocab: TokenizerVocabulary, shuffle_b
 def _token_task(name: str, examples: list[dict], vocab: TokenizerVocabulary,
                 shuffle_buffer: int):
   """A task of pre-tokenized examples with a per-token `teacher_slot` (KD training)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
 
   def dataset_fn(split, shuffle_files, seed=None):
     del split, shuffle_files, seed
@@ -105,7 +105,7 @@ def _kd_examples(tokenizer, cfg: DataConfig):
     raise UserError("train.kd_weight > 0 needs a student with the teacher's tokenizer (ledger "
                     f"{manifest.get('tokenizer')}, student {tokenizer.fingerprint()}); "
                     "KD across tokenizers is not supported")
-  paragraphs = formatting.read_paragraphs(cfg.paragraphs_dir)
+  paragraphs = read_paragraphs(cfg.paragraphs_dir)
   readings = formatting.read_ledger(cfg.ledger_dir)
   table = formatting.KDTable(int(manifest["topk"]))
   eos = tokenizer.eos_id if tokenizer.eos_id is not None else 1
@@ -126,7 +126,7 @@ def check(cfg: DataConfig) -> None:
 
 def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   check(cfg)
-  paragraphs = formatting.read_paragraphs(cfg.paragraphs_dir)
+  paragraphs = read_paragraphs(cfg.paragraphs_dir)
   readings = formatting.read_ledger(cfg.ledger_dir) if cfg.ledger_dir else \
       formatting.Readings({})
   return {

@@ -1,9 +1,12 @@
-"""The `eval` gin configurable (no heavy imports: gin parsing stays fast)."""
+"""The `eval` gin configurable, checked when built (no heavy imports: gin parsing stays fast)."""
 from __future__ import annotations
 
 import dataclasses
 
 import gin
+
+from brd_jax.errors import UserError
+from brd_jax.evaluation import tasks as tasks_lib
 
 
 @gin.configurable("eval")
@@ -18,3 +21,14 @@ class EvalConfig:
   reference_model: str = ""      # a teacher sharing the tokenizer: CE / KL to it
   token_budget: int = 4096       # tokens per scoring batch
   chunk_chars: int = 200_000     # characters of requests per cache commit: what a kill can lose
+
+  def __post_init__(self):
+    for t in self.tasks:
+      if not tasks_lib.is_known(t):
+        raise UserError(f"eval.tasks: unknown or not yet supported task {t!r} "
+                        f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
+    if not self.tasks:
+      raise UserError("eval.tasks is empty")
+    if self.num_fewshot < 0 or self.limit < 0 or self.token_budget <= 0 or self.chunk_chars <= 0:
+      raise UserError("eval.num_fewshot and eval.limit must be >= 0, eval.token_budget and "
+                      "eval.chunk_chars > 0")

@@ -64,7 +64,7 @@ class Cache:
 
 def samples_path(out_dir, task: str) -> pathlib.Path:
   """samples_<task>.jsonl, the task name made a file name (`bigbench:a/b` -> `bigbench_a_b`)."""
-  import re  # pylint: disable=import-outside-toplevel
+  import re
   return as_path(out_dir) / f"samples_{re.sub(r'[^A-Za-z0-9_.-]+', '_', task).strip('_')}.jsonl"
 
 

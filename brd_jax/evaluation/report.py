@@ -49,10 +49,10 @@ def _plot(path, model_name, results):
 
 def _grouped_bars(path, labels, series, ylabel, title=None):
   """One group of bars per label, one bar per (name, values, errors or None) series."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
+  import numpy as np
   x = np.arange(len(labels))
   w = 0.8 / max(len(series), 1)
   fig, ax = plt.subplots(figsize=(1.5 * len(labels) + 2.5, 3.7))
@@ -72,7 +72,7 @@ def compare(run_dirs, rule: str = "acc_mean_token", out: str | pathlib.Path | No
 
   With `out`, writes the markdown there and a grouped bar chart beside it (same stem, .png).
   """
-  from brd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  from brd_jax.errors import UserError
   if rule not in RULES:
     raise UserError(f"--rule {rule!r}: one of {', '.join(RULES)}")
   runs = []

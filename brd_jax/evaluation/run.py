@@ -10,16 +10,8 @@ from brd_jax.io_utils import as_path
 
 
 def check(cfg: EvalConfig) -> None:
-  """Fails on unknown tasks, bad numbers or missing data before any model is loaded."""
-  for t in cfg.tasks:
-    if not tasks_lib.is_known(t):
-      raise UserError(f"eval.tasks: unknown or not yet supported task {t!r} "
-                      f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
-  if not cfg.tasks:
-    raise UserError("eval.tasks is empty")
-  if cfg.num_fewshot < 0 or cfg.limit < 0 or cfg.token_budget <= 0 or cfg.chunk_chars <= 0:
-    raise UserError("eval.num_fewshot and eval.limit must be >= 0, eval.token_budget and "
-                    "eval.chunk_chars > 0")
+  """Fails on missing or unreadable task data before any model is loaded (the settings
+  themselves are checked when the config is built)."""
   for t in cfg.tasks:
     tasks_lib.load(t, cfg.data_dir or None, 1)
 
@@ -27,11 +19,10 @@ def check(cfg: EvalConfig) -> None:
 def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
         name: str | None = None) -> dict:
   """Scores `model` (a --model spec, or a `resolve.Loaded`) on cfg.tasks into out_dir."""
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  from brd_jax import config  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.evaluation import harness, report  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.scoring import Scorer  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm
+  from brd_jax.checkpoints import resolve
+  from brd_jax.evaluation import harness, report
+  from brd_jax.inference.scoring import Scorer
   check(cfg)
   mesh = sharding.multi_device(mesh)
   loaded = resolve.load(model, mesh) if isinstance(model, str) else model
@@ -42,7 +33,7 @@ def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
   out.mkdir(parents=True, exist_ok=True)
   divergence = None
   if cfg.reference_model:
-    from brd_jax.evaluation.divergence import Divergence, check_compatible  # pylint: disable=import-outside-toplevel
+    from brd_jax.evaluation.divergence import Divergence, check_compatible
     ref = resolve.load(cfg.reference_model)
     check_compatible(loaded.model, loaded.tokenizer, ref.model, ref.tokenizer or loaded.tokenizer)
     divergence = Divergence(loaded.model, ref.model, loaded.tokenizer, cfg.token_budget)
@@ -54,5 +45,4 @@ def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
   report.write(out, name or (model if isinstance(model, str) else loaded.source), results,
                {"fingerprint": loaded.fingerprint, "limit": cfg.limit or None,
                 "num_fewshot": cfg.num_fewshot, "reference_model": cfg.reference_model or None})
-  config.write_operative_config(out)
   return results

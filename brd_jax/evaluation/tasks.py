@@ -15,10 +15,10 @@ import json
 import os
 import pathlib
 import re
+from collections.abc import Callable
 
 from brd_jax.errors import UserError
-
-TASKS = ("xnli", "rte", "cb", "pawsx", "boolq", "sst2")
+from brd_jax.io_utils import iter_jsonl
 
 
 @dataclasses.dataclass
@@ -41,12 +41,8 @@ def default_data_dir() -> pathlib.Path:
   return pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "eval"
 
 
-def _jsonl(path):
-  try:
-    with open(path, encoding="utf-8") as f:
-      return [json.loads(line) for line in f if line.strip()]
-  except (ValueError, UnicodeDecodeError) as e:
-    raise UserError(f"{path}: not valid JSONL ({e})") from None
+def _jsonl(path) -> list:
+  return [value for _, value in iter_jsonl(path)]
 
 
 def _tsv(path):
@@ -63,57 +59,44 @@ def _find(data_dir: pathlib.Path, task: str, names) -> pathlib.Path:
                   "(point --data_dir at a folder with the official files)")
 
 
-# Every label a file may hold, per task, and its answer index (names, numbers, numbers as text);
-# anything else is an error, not a silent guess.
-_NAMES = {"rte": ("entailment", "not_entailment"), "cb": ("entailment", "contradiction", "neutral"),
-          "boolq": ("false", "true"), "sst2": ("negative", "positive"),
-          "xnli": ("entailment", "neutral", "contradiction"),
-          "pawsx": ("different", "paraphrase")}
+# Readers of the official files that are not HF-schema JSONL: a found file -> HF-schema rows.
+def _sst2_rows(path):
+  rows = _tsv(path)
+  if rows and rows[0][-1] == "label":
+    rows = rows[1:]
+  return [{"sentence": r[0], "label": r[-1]} for r in rows if r]
 
 
-def _gold(task: str, label) -> int:
-  names = _NAMES[task]
-  if isinstance(label, bool):
-    label = int(label)
-  if isinstance(label, float) and label.is_integer():
-    label = int(label)
-  if isinstance(label, str):
-    text = label.strip()
-    if text.lower() in names and (task == "boolq" or text == text.lower()):
-      return names.index(text.lower())
-    label = int(text) if text.isdigit() else label
-  if isinstance(label, int) and 0 <= label < len(names):
-    return label
-  raise ValueError(f"unknown label {label!r} (expected one of {', '.join(names)} or 0-"
-                   f"{len(names) - 1})")
+def _xnli_rows(path):
+  if path.suffix == ".jsonl":
+    return _jsonl(path)
+  rows = _tsv(path)
+  if rows and "gold_label" in rows[0]:  # official: language, gold_label, ..., sentence1, sentence2
+    col = {n: i for i, n in enumerate(rows[0])}
+    return [{"premise": r[col["sentence1"]], "hypothesis": r[col["sentence2"]],
+             "label": r[col["gold_label"]]}
+            for r in rows[1:] if r and r[col["language"]] == "en"]
+  return [{"premise": r[0], "hypothesis": r[1], "label": r[2]}  # XTREME
+          for r in rows if len(r) == 3]
 
 
-def rte_docs(rows):
-  return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']} True or False?\nAnswer:",
-              [" True", " False"], _gold("rte", r["label"])) for r in rows]
+def _pawsx_rows(path):
+  rows = _tsv(path)
+  if rows and rows[0][:1] == ["id"]:  # official: id, sentence1, sentence2, label
+    rows = [r[1:] for r in rows[1:]]
+  return [{"sentence1": a, "sentence2": b, "label": c} for a, b, c in
+          (r for r in rows if len(r) == 3)]
 
 
-def cb_docs(rows):
-  return [Doc(f"{r['premise']}\nQuestion: {r['hypothesis']}. True, False, or Neither?\nAnswer:",
-              [" True", " False", " Neither"], _gold("cb", r["label"])) for r in rows]
+# Prompts: a row -> (context, choices), or None for a row lm-eval drops.
+def _answer(template: str, *choices: str):
+  """An "...\\nAnswer:" prompt: the row's fields put in `template`, each choice after a space."""
+  return lambda r: (template.format_map(r), [f" {c}" for c in choices])
 
 
-def boolq_docs(rows):
-  return [Doc(f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:", [" no", " yes"],
-              _gold("boolq", r["label"])) for r in rows]
-
-
-def sst2_docs(rows):  # the sentence as GLUE has it, with its trailing space (as lm-eval keeps it)
-  return [Doc(f"{r['sentence']}\nQuestion: Is this sentence positive or negative?\n"
-              "Answer:", [" negative", " positive"], _gold("sst2", r["label"])) for r in rows]
-
-
-def _xnli_doc(premise, hypothesis, gold):
-  return Doc("", [f" {premise}, right? {w}, {hypothesis}" for w in ("Yes", "Also", "No")], gold)
-
-
-def xnli_docs(rows):  # HF schema: premise, hypothesis, label (0 ent, 1 neu, 2 con)
-  return [_xnli_doc(r["premise"], r["hypothesis"], _gold("xnli", r["label"])) for r in rows]
+def _xnli(r):  # the whole sentence is the candidate
+  premise, hypothesis = r["premise"], r["hypothesis"]
+  return "", [f" {premise}, right? {w}, {hypothesis}" for w in ("Yes", "Also", "No")]
 
 
 # lm-eval's PAWS-X detokenisation: these joins, then no space before ' . or ,
@@ -127,74 +110,85 @@ def _detokenize(s: str) -> str:
   return _SPACE_BEFORE_PUNCT.sub(r"\1", s).strip()
 
 
-def pawsx_docs(rows):
+def _pawsx(r):
   """lm-eval's paws_en: rows with an empty sentence dropped, both sentences detokenised, the
-  first without its final . , or ; and the second starting lower-case; no target delimiter."""
-  docs = []
-  for r in rows:
-    if not r["sentence1"] or not r["sentence2"]:
-      continue
-    s1, s2 = _detokenize(r["sentence1"]), _detokenize(r["sentence2"])
-    s1 = s1[:-1] if s1.endswith((".", ",", ";")) else s1
-    s2 = s2[:1].lower() + s2[1:]
-    docs.append(Doc("", [f"{s1}, right? No, {s2}", f"{s1}, right? Yes, {s2}"],
-                    _gold("pawsx", r["label"]), delimiter=""))
-  return docs
+  first without its final . , or ; and the second starting lower-case."""
+  if not r["sentence1"] or not r["sentence2"]:
+    return None
+  s1, s2 = _detokenize(r["sentence1"]), _detokenize(r["sentence2"])
+  s1 = s1[:-1] if s1.endswith((".", ",", ";")) else s1
+  s2 = s2[:1].lower() + s2[1:]
+  return "", [f"{s1}, right? No, {s2}", f"{s1}, right? Yes, {s2}"]
 
 
-def rows_rte(d):
-  return _jsonl(_find(d, "rte", ["val.jsonl"]))
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One evaluation task: where its examples are, and how an example becomes a Doc."""
+  name: str
+  labels: tuple[str, ...]        # every label name a file may hold, in answer-index order
+  input_fields: tuple[str, ...]  # the unlabeled inputs (`brd corpus --from_task`, decontamination)
+  files: tuple[str, ...]         # the official files under DATA_DIR/<name>: the first found is read
+  read: Callable                 # that file -> rows of the HF schema
+  prompt: Callable               # a row -> (context, choices), or None: the row is dropped
+  hf: tuple[str, str, str]       # HF datasets path, config, split
+  tfds: str | None = None        # the TFDS builder (splits named as HF's); None: there is none
+  delimiter: str = " "           # lm-eval's target_delimiter
+  any_case: bool = False         # label names match in any case (BoolQ's True / False)
+
+  def rows(self, data_dir: pathlib.Path) -> list:
+    return self.read(_find(data_dir, self.name, self.files))
+
+  def gold(self, label) -> int:
+    """A label's answer index: a name, a number or a number as text; anything else is an error,
+    not a silent guess."""
+    names = self.labels
+    if isinstance(label, bool):
+      label = int(label)
+    if isinstance(label, float) and label.is_integer():
+      label = int(label)
+    if isinstance(label, str):
+      text = label.strip()
+      if text.lower() in names and (self.any_case or text == text.lower()):
+        return names.index(text.lower())
+      label = int(text) if text.isdigit() else label
+    if isinstance(label, int) and 0 <= label < len(names):
+      return label
+    raise ValueError(f"unknown label {label!r} (expected one of {', '.join(names)} or 0-"
+                     f"{len(names) - 1})")
+
+  def doc(self, row: dict) -> Doc | None:
+    made = self.prompt(row)  # before the label: a missing input field is named first
+    return None if made is None else Doc(*made, self.gold(row["label"]), self.delimiter)
 
 
-def rows_cb(d):
-  return _jsonl(_find(d, "cb", ["val.jsonl"]))
-
-
-def rows_boolq(d):
-  return _jsonl(_find(d, "boolq", ["val.jsonl"]))
-
-
-def rows_sst2(d):
-  rows = _tsv(_find(d, "sst2", ["dev.tsv"]))
-  if rows and rows[0][-1] == "label":
-    rows = rows[1:]
-  return [{"sentence": r[0], "label": r[-1]} for r in rows if r]
-
-
-def rows_xnli(d):
-  path = _find(d, "xnli", ["xnli.test.tsv", "derived_format/test-en.hf.jsonl",
-                           "derived_format/dev-en.xtreme.tsv"])
-  if path.suffix == ".jsonl":
-    return _jsonl(path)
-  rows = _tsv(path)
-  if rows and "gold_label" in rows[0]:  # official: language, gold_label, ..., sentence1, sentence2
-    col = {n: i for i, n in enumerate(rows[0])}
-    return [{"premise": r[col["sentence1"]], "hypothesis": r[col["sentence2"]],
-             "label": r[col["gold_label"]]}
-            for r in rows[1:] if r and r[col["language"]] == "en"]
-  return [{"premise": r[0], "hypothesis": r[1], "label": r[2]}  # XTREME
-          for r in rows if len(r) == 3]
-
-
-def rows_pawsx(d):
-  path = _find(d, "pawsx", ["test_2k.tsv", "dev_2k.tsv", "derived_format/dev-en.xtreme.tsv"])
-  rows = _tsv(path)
-  if rows and rows[0][:1] == ["id"]:  # official: id, sentence1, sentence2, label
-    rows = [r[1:] for r in rows[1:]]
-  return [{"sentence1": a, "sentence2": b, "label": c} for a, b, c in
-          (r for r in rows if len(r) == 3)]
-
-
-# task -> (HF datasets path, config, split), (TFDS name, split) and the row -> Doc builder.
-DATASETS = {
-    "rte": (("super_glue", "rte", "validation"), ("super_glue/rte", "validation"), rte_docs),
-    "cb": (("super_glue", "cb", "validation"), ("super_glue/cb", "validation"), cb_docs),
-    "boolq": (("super_glue", "boolq", "validation"), ("super_glue/boolq", "validation"),
-              boolq_docs),
-    "sst2": (("glue", "sst2", "validation"), ("glue/sst2", "validation"), sst2_docs),
-    "xnli": (("xnli", "en", "test"), None, xnli_docs),
-    "pawsx": (("paws-x", "en", "test"), None, pawsx_docs),
-}
+_NLI = ("premise", "hypothesis")
+REGISTRY: dict[str, Task] = {t.name: t for t in (
+    Task("xnli", ("entailment", "neutral", "contradiction"), _NLI,
+         ("xnli.test.tsv", "derived_format/test-en.hf.jsonl", "derived_format/dev-en.xtreme.tsv"),
+         _xnli_rows, _xnli, ("xnli", "en", "test")),
+    Task("rte", ("entailment", "not_entailment"), _NLI, ("val.jsonl",), _jsonl,
+         _answer("{premise}\nQuestion: {hypothesis} True or False?\nAnswer:", "True", "False"),
+         ("super_glue", "rte", "validation"), tfds="super_glue/rte"),
+    Task("cb", ("entailment", "contradiction", "neutral"), _NLI, ("val.jsonl",), _jsonl,
+         _answer("{premise}\nQuestion: {hypothesis}. True, False, or Neither?\nAnswer:",
+                 "True", "False", "Neither"),
+         ("super_glue", "cb", "validation"), tfds="super_glue/cb"),
+    Task("pawsx", ("different", "paraphrase"), ("sentence1", "sentence2"),
+         ("test_2k.tsv", "dev_2k.tsv", "derived_format/dev-en.xtreme.tsv"), _pawsx_rows, _pawsx,
+         ("paws-x", "en", "test"), delimiter=""),
+    Task("boolq", ("false", "true"), ("passage", "question"), ("val.jsonl",), _jsonl,
+         _answer("{passage}\nQuestion: {question}?\nAnswer:", "no", "yes"),
+         ("super_glue", "boolq", "validation"), tfds="super_glue/boolq", any_case=True),
+    # the sentence as GLUE has it, with its trailing space (as lm-eval keeps it)
+    Task("sst2", ("negative", "positive"), ("sentence",), ("dev.tsv",), _sst2_rows,
+         _answer("{sentence}\nQuestion: Is this sentence positive or negative?\nAnswer:",
+                 "negative", "positive"),
+         ("glue", "sst2", "validation"), tfds="glue/sst2"),
+)}
+TASKS = tuple(REGISTRY)  # the names, in the order error texts list them
+ROWS = {name: t.rows for name, t in REGISTRY.items()}  # name -> data_dir -> the local files' rows
+_KNOWN = f"{', '.join(TASKS)}, bigbench:NAME"
+BIGBENCH = "bigbench:"
 
 
 def _decode(v):
@@ -203,20 +197,14 @@ def _decode(v):
   return v.item() if hasattr(v, "item") else v
 
 
-def load_dataset_source(task: str, source: str) -> list[Doc]:
-  """`hf` (HF hub names, online), `hf:DIR` (DIR/<task> saved with `save_to_disk`),
-  `tfds` or `tfds:DATA_DIR` (prepared TFDS builders; GLUE / SuperGLUE tasks)."""
-  return docs_of(task, dataset_rows(task, source), source)
-
-
 def dataset_rows(task: str, source: str, split: str | None = None) -> list[dict]:
-  hf_spec, tfds_spec, _ = DATASETS[task]
-  if split:
-    hf_spec = (*hf_spec[:2], split)
-    tfds_spec = tfds_spec and (tfds_spec[0], split)
+  """A task's rows from `hf` (HF hub names, online), `hf:DIR` (DIR/<task> saved with
+  `save_to_disk`), `tfds` or `tfds:DATA_DIR` (prepared TFDS builders; GLUE / SuperGLUE tasks)."""
+  t = REGISTRY[task]
+  hf_spec = (*t.hf[:2], split or t.hf[2])
   kind, _, where = source.partition(":")
   if kind == "hf":
-    import datasets  # pylint: disable=import-outside-toplevel
+    import datasets
     try:
       if where:
         ds = datasets.load_from_disk(str(pathlib.Path(where) / task))
@@ -228,13 +216,13 @@ def dataset_rows(task: str, source: str, split: str | None = None) -> list[dict]
       raise UserError(f"task {task}: HF dataset {'/'.join(hf_spec)} could not be loaded "
                       f"from {where or 'the hub'} ({type(e).__name__}: {str(e)[:120]})") from None
     return list(ds)
-  if tfds_spec is None:
+  if t.tfds is None:
     raise UserError(f"task {task}: no TFDS builder; use the local files or --data_dir hf")
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds
   try:
-    ds = tfds.load(tfds_spec[0], split=tfds_spec[1], data_dir=where or None, download=False)
+    ds = tfds.load(t.tfds, split=hf_spec[2], data_dir=where or None, download=False)
   except Exception as e:  # pylint: disable=broad-except
-    raise UserError(f"task {task}: TFDS {tfds_spec[0]} is not prepared in "
+    raise UserError(f"task {task}: TFDS {t.tfds} is not prepared in "
                     f"{where or 'the default data dir'} ({type(e).__name__})") from None
   return [{k: _decode(v) for k, v in ex.items()} for ex in tfds.as_numpy(ds)]
 
@@ -243,7 +231,7 @@ def _bigbench_json(spec: str) -> dict:
   """A BIG-bench task.json: a task name of the bigbench-tasks asset or a path to the file."""
   path = pathlib.Path(spec)
   if not (path.suffix == ".json" and path.exists()):
-    from brd_jax import assets  # pylint: disable=import-outside-toplevel
+    from brd_jax import assets
     path = assets.fetch("bigbench-tasks") / spec / "task.json"
     if not path.exists():
       raise UserError(f"BIG-bench task {spec!r} not found in the bigbench-tasks asset")
@@ -253,15 +241,14 @@ def _bigbench_json(spec: str) -> dict:
     raise UserError(f"{path}: invalid JSON ({e})") from None
 
 
-def load_bigbench(spec: str) -> list[Doc]:
+def bigbench_docs(spec: str, data: dict) -> list[Doc]:
   """A BIG-bench JSON task with target_scores, formatted with BIG-bench's own conventions.
 
   spec: a task name from the `bigbench-tasks` asset (e.g. `navigate`, `conceptual_combinations/
-  contradictions`) or a path to a task.json. Prompt = task_prefix + "\nQ: " + input [+ the
-  choices, each after "\n  choice: ", in BIG-bench's seed-42 order] + "\nA: ".
+  contradictions`) or a path to a task.json; data: that task.json. Prompt = task_prefix + "\nQ: "
+  + input [+ the choices, each after "\n  choice: ", in BIG-bench's seed-42 order] + "\nA: ".
   """
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  data = _bigbench_json(spec)
+  import numpy as np
   prefix = str(data.get("task_prefix", ""))
   q, a = data.get("example_input_prefix", "\nQ: "), data.get("example_output_prefix", "\nA: ")
   cp = data.get("choice_prefix", "\n  choice: ")
@@ -285,55 +272,57 @@ def load_bigbench(spec: str) -> list[Doc]:
   return docs
 
 
-ROWS = {"rte": rows_rte, "cb": rows_cb, "boolq": rows_boolq, "sst2": rows_sst2,
-        "xnli": rows_xnli, "pawsx": rows_pawsx}
-DOCS = {"rte": rte_docs, "cb": cb_docs, "boolq": boolq_docs, "sst2": sst2_docs,
-        "xnli": xnli_docs, "pawsx": pawsx_docs}
-# The unlabeled inputs of each task (what `brd corpus --from_task` reads and decontamination
-# matches); labels are never among them.
-INPUT_FIELDS = {"rte": ("premise", "hypothesis"), "cb": ("premise", "hypothesis"),
-                "boolq": ("passage", "question"), "sst2": ("sentence",),
-                "xnli": ("premise", "hypothesis"), "pawsx": ("sentence1", "sentence2")}
-
-
 def docs_of(task: str, rows: list, where) -> list[Doc]:
-  """DOCS[task] row by row, so a bad example is named: `where, example N: what is wrong`."""
-  out = []
+  """REGISTRY[task].doc row by row, so a bad example is named: `where, example N: what is
+  wrong`."""
+  t, out = REGISTRY[task], []
   for i, r in enumerate(rows):
     try:
       if not isinstance(r, dict):
         raise ValueError(f"not an object but {type(r).__name__}")
-      out.extend(DOCS[task]([r]))
+      doc = t.doc(r)
     except KeyError as e:
       raise UserError(f"task {task}: {where}, example {i + 1}: no field {e}") from None
     except (ValueError, TypeError, AttributeError, IndexError) as e:
       raise UserError(f"task {task}: {where}, example {i + 1}: {e}") from None
+    if doc is not None:
+      out.append(doc)
   return out
 
 
-LOADERS = {t: (lambda d, t=t: docs_of(t, ROWS[t](d), pathlib.Path(d) / t)) for t in ROWS}
-
-
 def is_known(task: str) -> bool:
-  return task in LOADERS or (task.startswith("bigbench:") and len(task) > len("bigbench:"))
+  return task in REGISTRY or (task.startswith(BIGBENCH) and len(task) > len(BIGBENCH))
+
+
+def _remote(data_dir) -> bool:
+  return bool(data_dir) and str(data_dir).split(":", 1)[0] in ("hf", "tfds")
+
+
+def _source(task: str, data_dir, split: str | None = None) -> tuple:
+  """The one dispatch of `load` and `inputs`: (the Task, or None for BIG-bench; the rows, or the
+  task.json; where they were read) from BIG-bench, an hf / tfds source or the local files."""
+  if task.startswith(BIGBENCH):
+    spec = task[len(BIGBENCH):]
+    return None, _bigbench_json(spec), spec
+  if task not in REGISTRY:
+    raise UserError(f"unknown task {task!r}; known: {_KNOWN}")
+  if _remote(data_dir):
+    return REGISTRY[task], dataset_rows(task, str(data_dir), split), str(data_dir)
+  if split:
+    raise UserError(f"task {task}: local files hold one split; choose a split with "
+                    "--data_dir hf:DIR or tfds")
+  d = pathlib.Path(data_dir) if data_dir else default_data_dir()
+  try:
+    return REGISTRY[task], REGISTRY[task].rows(d), d / task
+  except (KeyError, IndexError, ValueError) as e:
+    raise UserError(f"task {task}: unexpected file layout under {d / task} ({e!r})") from None
 
 
 def load(task: str, data_dir=None, limit: int | None = None) -> list[Doc]:
-  if task.startswith("bigbench:"):
-    docs = load_bigbench(task[len("bigbench:"):])
-    return docs[:limit] if limit else docs
-  if task not in LOADERS:
-    raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}, bigbench:NAME")
-  if data_dir and str(data_dir).split(":", 1)[0] in ("hf", "tfds"):
-    docs = load_dataset_source(task, str(data_dir))
-    return docs[:limit] if limit else docs
-  d = pathlib.Path(data_dir) if data_dir else default_data_dir()
-  try:
-    docs = LOADERS[task](d)
-  except (KeyError, IndexError, ValueError) as e:
-    raise UserError(f"task {task}: unexpected file layout under {d / task} ({e!r})") from None
-  if not docs:
-    raise UserError(f"task {task}: no examples found under {d / task}")
+  t, rows, where = _source(task, data_dir)
+  docs = bigbench_docs(where, rows) if t is None else docs_of(task, rows, where)
+  if not docs and not _remote(data_dir):  # only local files must hold examples
+    raise UserError(f"task {task}: no examples found under {where}")
   return docs[:limit] if limit else docs
 
 
@@ -341,23 +330,10 @@ def inputs(task: str, data_dir=None, split: str | None = None) -> list[list[str]
   """The unlabeled inputs of every example (e.g. [premise, hypothesis]); labels are not read.
 
   `split` chooses a split of an hf / tfds source; local files hold one split each."""
-  if task.startswith("bigbench:"):
-    data = _bigbench_json(task[len("bigbench:"):])
-    return [[ex["input"]] for ex in data.get("examples", []) if isinstance(ex.get("input"), str)]
-  if task not in ROWS:
-    raise UserError(f"unknown task {task!r}; known: {', '.join(TASKS)}, bigbench:NAME")
-  if data_dir and str(data_dir).split(":", 1)[0] in ("hf", "tfds"):
-    rows = dataset_rows(task, str(data_dir), split)
-  else:
-    if split:
-      raise UserError(f"task {task}: local files hold one split; choose a split with "
-                      "--data_dir hf:DIR or tfds")
-    d = pathlib.Path(data_dir) if data_dir else default_data_dir()
-    try:
-      rows = ROWS[task](d)
-    except (KeyError, IndexError, ValueError) as e:
-      raise UserError(f"task {task}: unexpected file layout under {d / task} ({e!r})") from None
-  return [[str(r[f]) for f in INPUT_FIELDS[task]] for r in rows]
+  t, rows, _ = _source(task, data_dir, split)
+  if t is None:
+    return [[ex["input"]] for ex in rows.get("examples", []) if isinstance(ex.get("input"), str)]
+  return [[str(r[f]) for f in t.input_fields] for r in rows]
 
 
 def input_texts(task_names, data_dir=None) -> dict[str, list[str]]:
@@ -366,8 +342,7 @@ def input_texts(task_names, data_dir=None) -> dict[str, list[str]]:
   out = {}
   for t in task_names:
     if not is_known(t):
-      raise UserError(f"corpus.decontaminate: unknown task {t!r} (supported: "
-                      f"{', '.join(TASKS)}, bigbench:NAME)")
+      raise UserError(f"corpus.decontaminate: unknown task {t!r} (supported: {_KNOWN})")
     out[t] = [" ".join(fields) for fields in inputs(t, data_dir)]
   return out
 
@@ -379,7 +354,7 @@ def fewshot(docs: list[Doc], k: int, seed: int = 1234) -> list[Doc]:
   (what lm-eval does when the few-shot split is the evaluated one). Demonstrations are joined by
   a blank line; the sample for doc i depends only on (seed, i).
   """
-  import random  # pylint: disable=import-outside-toplevel
+  import random
   if k <= 0:
     return docs
   if len(docs) <= k:

@@ -32,12 +32,12 @@ class CompleteConfig:
 def run(cfg: CompleteConfig, model: str, prompts: list[str], mesh=None,
         progress: bool = True) -> list[str]:
   """One completion per prompt; a prompt's sample depends on (seed, its position) only."""
-  # pylint: disable=import-outside-toplevel
   import jax
   from tqdm import tqdm
   from brd_jax.checkpoints import resolve
   from brd_jax.inference import chat
-  from brd_jax.inference.engine import Engine, Sampling
+  from brd_jax.inference.engine import Engine
+  from brd_jax.inference.sampling import Sampling
   mesh = sharding.multi_device(mesh)
   loaded = resolve.load(model, mesh)
   tok = loaded.tokenizer
@@ -60,3 +60,12 @@ def run(cfg: CompleteConfig, model: str, prompts: list[str], mesh=None,
     bar.set_postfix(tokens_per_s=f"{n_tokens / (time.perf_counter() - t0):.1f}")
   bar.close()
   return outs
+
+
+def run_file(cfg: CompleteConfig, model: str, prompts_path, out_path, mesh=None) -> int:
+  """Completes the "prompt" of each line of a JSONL file into `out_path` (the input fields plus
+  "completion"); returns how many were written."""
+  from brd_jax.io_utils import read_records, write_jsonl
+  records = read_records(prompts_path, ("prompt",))
+  outs = run(cfg, model, [r["prompt"] for r in records], mesh)
+  return write_jsonl(out_path, ({**r, "completion": c} for r, c in zip(records, outs)))

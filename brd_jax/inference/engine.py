@@ -1,11 +1,13 @@
 """Batched generation: left-padded prefill, then jitted `lax.while_loop` decode chunks over a
 pre-allocated, sharded KV cache.
 
-Shapes are bucketed (batch, prompt length, new tokens) so a long run compiles a bounded number of
-programs; `COMPILES` counts them. Stop strings are checked on the host between decode chunks.
+Shapes are bucketed (batch: `batch_bucket`; prompt length, new tokens: `bucket`) so a long run
+compiles a bounded number of programs; `COMPILES` counts them. Stop strings are checked on the
+host between decode chunks.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -18,15 +20,9 @@ from flax import nnx
 
 from brd_jax import sharding
 from brd_jax.inference import sampling
+from brd_jax.inference.sampling import Sampling
 
 COMPILES: dict[str, int] = {"prefill": 0, "decode": 0}
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-  temperature: float = 0.0   # 0 = greedy
-  top_k: int = 0             # 0 = off
-  top_p: float = 1.0         # 1 = off
 
 
 @dataclasses.dataclass
@@ -46,18 +42,13 @@ def bucket(n: int, minimum: int = 16) -> int:
   return b
 
 
-def _token_stats(logits_BV, tokens_B, top_n: int, want: bool = True):
-  if not want:
-    z = jnp.zeros((logits_BV.shape[0],), jnp.float32)
-    return z, jnp.zeros((z.shape[0], 0), jnp.float32), jnp.zeros((z.shape[0], 0), jnp.int32)
-  lp = jax.nn.log_softmax(logits_BV.astype(jnp.float32), -1)
-  chosen = jnp.take_along_axis(lp, tokens_B[:, None], -1)[:, 0]
-  if top_n:
-    top_lp, top_ids = jax.lax.top_k(lp, top_n)
-  else:
-    top_lp = jnp.zeros((lp.shape[0], 0), jnp.float32)
-    top_ids = jnp.zeros((lp.shape[0], 0), jnp.int32)
-  return chosen, top_lp, top_ids.astype(jnp.int32)
+def batch_bucket(n: int, multiple: int) -> int:
+  """Rows a batch of n prompts is padded to: the least power-of-two multiple of `multiple` (the
+  mesh's batch shards, `sharding.batch_multiple`) that holds n."""
+  b = max(multiple, 1)
+  while b < n:
+    b *= 2
+  return b
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
@@ -73,7 +64,7 @@ def _prefill(graphdef, state, layers, tokens_BP, seg_BP, keys_B, *, max_new, sam
   logits = model.logits(hidden[:, -1:])  # the vocab projection only where it is needed
   s = sampling_
   first = sampling.sample(logits[:, -1], keys_B, 0, s.temperature, s.top_k, s.top_p)
-  lp, top_lp, top_ids = _token_stats(logits[:, -1], first, top_n, want_lp)
+  lp, top_lp, top_ids = sampling.token_stats(logits[:, -1], first, top_n, want_lp)
   buf = dict(
       tokens=jnp.full((B, max_new), pad_id, jnp.int32).at[:, 0].set(first),
       logprobs=jnp.zeros((B, max_new), jnp.float32).at[:, 0].set(lp),
@@ -105,7 +96,7 @@ def _decode(graphdef, state, layers, cache, buf, done, keys_B, start, stop, *, s
                           layer_params=layers)
     nxt = sampling.sample(logits[:, 0], keys_B, i, s.temperature, s.top_k, s.top_p)
     nxt = jnp.where(done, pad_id, nxt)
-    lp, top_lp, top_ids = _token_stats(logits[:, 0], nxt, top_n, want_lp)
+    lp, top_lp, top_ids = sampling.token_stats(logits[:, 0], nxt, top_n, want_lp)
     buf = dict(tokens=buf["tokens"].at[:, i].set(nxt), logprobs=buf["logprobs"].at[:, i].set(lp),
                top_lp=buf["top_lp"].at[:, i].set(top_lp),
                top_ids=buf["top_ids"].at[:, i].set(top_ids))
@@ -131,12 +122,6 @@ class Engine:
       split_layers = jax.default_backend() == "cpu"
     self._layers = model.split_layers() if split_layers else None
     self._row_multiple = sharding.batch_multiple(mesh)
-
-  def _batch_bucket(self, n: int) -> int:
-    b = max(self._row_multiple, 1)
-    while b < n:
-      b *= 2
-    return b
 
   def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
                sampling_: Sampling = Sampling(), keys=None, seed: int = 0,
@@ -193,7 +178,7 @@ class Engine:
                     return_logprobs, streaming):
     """Generates one batch; yields (row, Generation), each row once, when it is done."""
     n = len(prompts)
-    B = self._batch_bucket(n)
+    B = batch_bucket(n, self._row_multiple)
     P = bucket(max(max(len(p) for p in prompts), 1), self.min_prompt_bucket)
     new = bucket(max_new_tokens, 8)
     pad_id, eos = self._pad_id(), self._eos(eos_ids)
@@ -210,7 +195,7 @@ class Engine:
     tokens, seg = self._place(tokens), self._place(seg)
     static = dict(sampling_=sampling_, top_n=top_n, want_lp=bool(return_logprobs or top_n),
                   pad_id=pad_id, eos=eos)
-    ctx = sharding.use_mesh(self.mesh) if self.mesh is not None else _nullcontext()
+    ctx = sharding.use_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
     with ctx:
       cache, buf, done = _prefill(self._graphdef, self._state, self._layers, tokens, seg, keys,
                                   max_new=new, **static)
@@ -285,14 +270,6 @@ class Engine:
       if prefix.startswith(self.tokenizer.decode(tokens[:m], skip_special_tokens=True)):
         return m
     return 0
-
-
-class _nullcontext:
-  def __enter__(self):
-    return None
-
-  def __exit__(self, *a):
-    return False
 
 
 def generate(model, prompts, max_new_tokens=32, eos_ids=(), temperature=0.0, top_k=0, top_p=1.0,

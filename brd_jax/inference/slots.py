@@ -11,13 +11,16 @@ distribution):
 - `speculate` (k): each step verifies the row's newest token plus up to k drafted ones
   (`speculate.draft`) in one forward pass.
 
-Device state lives in one pytree; the host loop inserts, runs decode chunks (a `while_loop` that
-returns as soon as enough slots are free) and harvests finished rows. Programs are keyed by
-bucketed shapes, so a long stream compiles a bounded number of them (`engine.COMPILES`).
+Device state lives in one pytree; the host loop inserts (`insert_prompts`), runs decode chunks
+(`decode_steps`: a `while_loop` that returns as soon as enough slots are free) and harvests
+finished rows. Programs are keyed by bucketed shapes (`slot_count`, `slot_shapes`), so a long
+stream compiles a bounded number of them (`engine.COMPILES`); `brd plan` compiles and sizes these
+very programs at these shapes.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 from typing import Sequence
@@ -56,21 +59,35 @@ def slot_length(own_max: int, max_new: int, k: int) -> int:
   return -(-(plain.bucket(own_max, 16) + max_new + k + 1) // 64) * 64
 
 
+def _insert_length(own_max: int) -> int:
+  """An insertion's padded prompt length: its longest own prompt, in blocks of 16."""
+  return -(-own_max // 16) * 16
+
+
+def slot_count(max_batch: int, mesh) -> int:
+  """Decode slots of a `SlotEngine(max_batch=...)` on `mesh` (None: one device)."""
+  return plain.batch_bucket(max_batch, sharding.batch_multiple(mesh))
+
+
+def slot_shapes(slots: int, preamble: int, own_max: int, max_new: int, k: int,
+                min_prompt_bucket: int = 16) -> dict[str, int]:
+  """The shapes `SlotEngine` gives its programs: B slots, the preamble's prefill bucket P (0: no
+  preamble), cache length S per slot, output width W, and T, the padded prompt length of an
+  insertion whose longest own prompt is own_max."""
+  return {"P": plain.bucket(preamble, min_prompt_bucket) if preamble else 0,
+          "S": slot_length(own_max, max_new, k), "W": max_new + k + 1,
+          "T": _insert_length(own_max), "B": slots}
+
+
 @functools.partial(jax.jit, static_argnums=(0,))
-def _prefix(graphdef, state, layers, tokens_1P, seg_1P):
+def prefill_prefix(graphdef, state, layers, tokens_1P, seg_1P):
+  """The shared preamble's KV cache (batch 1, left-padded to P)."""
   plain.COMPILES["prefix"] += 1  # trace time only
   model = nnx.merge(graphdef, state)
   cache = model.init_cache(1, tokens_1P.shape[1])
   _, cache = model(tokens_1P, segment_ids_BT=seg_1P, cache=cache, return_hidden=True,
                    layer_params=layers)
   return cache
-
-
-def _token_stats(logits_BTV, tokens_BT, top_n: int, want: bool):
-  B, T, V = logits_BTV.shape
-  lp, top_lp, top_ids = plain._token_stats(logits_BTV.reshape(B * T, V), tokens_BT.reshape(-1),  # pylint: disable=protected-access
-                                           top_n, want)
-  return lp.reshape(B, T), top_lp.reshape(B, T, -1), top_ids.reshape(B, T, -1)
 
 
 def _emit(st, rows_B, tokens_BT, count_B, stats, width: int):
@@ -88,8 +105,8 @@ def _emit(st, rows_B, tokens_BT, count_B, stats, width: int):
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
     "sampling_", "top_n", "want_lp", "eos", "max_new"), donate_argnames=("st",))
-def _insert(graphdef, state, layers, st, tokens_MT, lens_M, slots_M, keys_M, *, sampling_, top_n,
-            want_lp, eos, max_new):
+def insert_prompts(graphdef, state, layers, st, tokens_MT, lens_M, slots_M, keys_M, *, sampling_,
+                   top_n, want_lp, eos, max_new):
   """Prefills M new prompts (right-padded) after the shared prefix into slots `slots_M`
   (index B = a filler row, dropped) and draws each one's first token."""
   plain.COMPILES["insert"] += 1
@@ -104,7 +121,7 @@ def _insert(graphdef, state, layers, st, tokens_MT, lens_M, slots_M, keys_M, *, 
   logits = model.logits(last)                                                    # M,1,V
   s = sampling_
   first = sampling.sample(logits[:, 0], keys_M, 0, s.temperature, s.top_k, s.top_p)
-  stats = _token_stats(logits, first[:, None], top_n, want_lp)
+  stats = sampling.token_stats(logits, first[:, None], top_n, want_lp)
   put_kv = lambda c, x: c.at[:, slots_M, :, :T, :].set(x, mode="drop")
   cache = dataclasses.replace(big, k=put_kv(big.k, small.k), v=put_kv(big.v, small.v),
                               length=big.length.at[slots_M].set(lens_M, mode="drop"))
@@ -126,8 +143,8 @@ def _insert(graphdef, state, layers, st, tokens_MT, lens_M, slots_M, keys_M, *, 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
     "sampling_", "top_n", "want_lp", "eos", "max_new", "k", "ngram", "pad_id"),
     donate_argnames=("st",))
-def _steps(graphdef, state, layers, st, n_steps, need_done, *, sampling_, top_n, want_lp, eos,
-           max_new, k, ngram, pad_id):
+def decode_steps(graphdef, state, layers, st, n_steps, need_done, *, sampling_, top_n, want_lp,
+                 eos, max_new, k, ngram, pad_id):
   """Up to n_steps decode (verify) steps; returns early once need_done slots are done."""
   plain.COMPILES["step"] += 1
   model = nnx.merge(graphdef, state)
@@ -159,7 +176,7 @@ def _steps(graphdef, state, layers, st, n_steps, need_done, *, sampling_, top_n,
     count = jnp.where(ended, jnp.argmax(hit, 1) + 1, count)
     count = jnp.minimum(count, max_new - st["n_out"])
     count = jnp.where(st["done"], 0, count)
-    stats = _token_stats(logits, tokens, top_n, want_lp)
+    stats = sampling.token_stats(logits, tokens, top_n, want_lp)
     out = _emit(st, rows, tokens, count, stats, width)
     hist_cols = jnp.where(j < count[:, None], cache.length[:, None] + 1 + j, st["hist"].shape[1])
     hist = st["hist"].at[rows[:, None], hist_cols].set(tokens, mode="drop")
@@ -203,17 +220,17 @@ class SlotEngine(plain.Engine):
     super().__init__(model, tokenizer, mesh, max_batch, min_prompt_bucket, chunk, split_layers)
     self.continuous, self.prefix_cache = continuous, prefix_cache
     self.k, self.ngram = int(speculate_k), int(ngram)
-    self.slots = self._batch_bucket(max_batch)
+    self.slots = slot_count(max_batch, mesh)
     self.refill = refill or max(1, self.slots // 4)
     self.stats = collections.Counter()   # decode steps, host loops, prompts inserted
 
-  def generate(self, prompts, max_new_tokens=64, sampling_=plain.Sampling(), keys=None, seed=0,
-               eos_ids=None, stop=(), top_logprobs=0, return_logprobs=False):
+  def generate(self, prompts, max_new_tokens=64, sampling_=sampling.Sampling(), keys=None,
+               seed=0, eos_ids=None, stop=(), top_logprobs=0, return_logprobs=False):
     out = dict(self.stream(prompts, max_new_tokens, sampling_, keys, seed, eos_ids, stop,
                            top_logprobs, return_logprobs))
     return [out[i] for i in range(len(prompts))]
 
-  def stream(self, prompts, max_new_tokens=64, sampling_=plain.Sampling(), keys=None, seed=0,
+  def stream(self, prompts, max_new_tokens=64, sampling_=sampling.Sampling(), keys=None, seed=0,
              eos_ids=None, stop=(), top_logprobs=0, return_logprobs=False):
     """Yields (prompt index, Generation) as rows finish."""
     n = len(prompts)
@@ -227,26 +244,25 @@ class SlotEngine(plain.Engine):
     n_pre = common_prefix(prompts) if self.prefix_cache else 0
     own = [list(p[n_pre:]) for p in prompts]
     self.stats["prefix_tokens"] = n_pre
-    S = slot_length(max(len(o) for o in own), max_new_tokens, self.k)
+    sh = slot_shapes(self.slots, n_pre, max(len(o) for o in own), max_new_tokens, self.k,
+                     self.min_prompt_bucket)
     static = dict(sampling_=sampling_, top_n=top_logprobs,
                   want_lp=bool(return_logprobs or top_logprobs), eos=eos, max_new=max_new_tokens)
-    ctx = sharding.use_mesh(self.mesh) if self.mesh is not None else plain._nullcontext()  # pylint: disable=protected-access
+    ctx = sharding.use_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
     with ctx:
-      st = self._init_state(prompts[0][:n_pre], S, max_new_tokens + self.k + 1, top_logprobs,
-                            keys[:1])
+      st = self._init_state(prompts[0][:n_pre], sh, top_logprobs, keys[:1])
       yield from self._loop(st, own, keys, n, max_new_tokens, static, stop, pad_id)
 
-  def _init_state(self, prefix, S, width, top_n, key1):
-    cfg, B = self.model.cfg, self.slots
+  def _init_state(self, prefix, sh, top_n, key1):
+    cfg, B, S, width, P = self.model.cfg, sh["B"], sh["S"], sh["W"], sh["P"]
     pre = None
     if prefix:
-      P = plain.bucket(len(prefix), self.min_prompt_bucket)
       tokens = np.zeros((1, P), np.int32)
       seg = np.zeros((1, P), np.int32)
       tokens[0, P - len(prefix):] = prefix
       seg[0, P - len(prefix):] = 1
-      pre = _prefix(self._graphdef, self._state, self._layers, jnp.asarray(tokens),
-                    jnp.asarray(seg))
+      pre = prefill_prefix(self._graphdef, self._state, self._layers, jnp.asarray(tokens),
+                           jnp.asarray(seg))
     cache = SlotCache.zeros(cfg, B, S, jnp.dtype(cfg.dtype), pre)
     rep = lambda shape, dt: self._place_rows(np.zeros(shape, dt))
     return dict(cache=cache, hist=rep((B, S), np.int32),
@@ -290,8 +306,9 @@ class SlotEngine(plain.Engine):
         need = B - B // 2                                            # few enough rows to shrink
       else:
         need = B
-      st, steps = _steps(self._graphdef, self._state, self._layers, st, jnp.int32(self.chunk),
-                         jnp.int32(need), k=self.k, ngram=self.ngram, pad_id=pad_id, **static)
+      st, steps = decode_steps(self._graphdef, self._state, self._layers, st,
+                               jnp.int32(self.chunk), jnp.int32(need), k=self.k, ngram=self.ngram,
+                               pad_id=pad_id, **static)
       done = np.asarray(st["done"])
       steps, accepted, drafted = (int(x) for x in jax.device_get(steps))
       self.stats["steps"] += steps
@@ -346,7 +363,7 @@ class SlotEngine(plain.Engine):
       group, own = own[:M], own[M:]
       gslots, slots = slots[:M], slots[M:]
       gkeys, keys = keys[:len(group)], keys[len(group):]
-      T = -(-max(len(o) for o in group) // 16) * 16
+      T = _insert_length(max(len(o) for o in group))
       tokens = np.zeros((M, T), np.int32)
       lens = np.ones((M,), np.int32)
       for r, o in enumerate(group):
@@ -356,6 +373,6 @@ class SlotEngine(plain.Engine):
       slot_ids[:len(gslots)] = gslots
       if M > len(group):
         gkeys = jnp.concatenate([gkeys, jnp.stack([jax.random.key(0)] * (M - len(group)))])
-      st = _insert(self._graphdef, self._state, self._layers, st, self._place_rows(tokens),
-                   self._place_rows(lens), self._place_rows(slot_ids), gkeys, **static)
+      st = insert_prompts(self._graphdef, self._state, self._layers, st, self._place_rows(tokens),
+                          self._place_rows(lens), self._place_rows(slot_ids), gkeys, **static)
     return st

@@ -4,11 +4,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
-import pathlib
 
 import gin
 
 from brd_jax.errors import UserError
+from brd_jax.paths import MODELS_DIR
 
 FAMILIES = ("llama", "xglm", "gpt2")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
@@ -84,7 +84,6 @@ class ModelConfig:
 
   def num_params(self) -> int:
     """Exact parameter count (the stored tensors; XGLM's sinusoidal table is computed)."""
-    from brd_jax.models.layers import layer_param_shapes  # pylint: disable=import-outside-toplevel
     n = sum(math.prod(shape) for shape, _, _ in layer_param_shapes(self).values())
     d = self.d_model
     n += self.vocab_size * d * (1 if self.tie_embeddings else 2)
@@ -107,6 +106,37 @@ class ModelConfig:
     return cls(**d)
 
 
+def layer_param_shapes(cfg: "ModelConfig") -> dict[str, tuple[tuple[int, ...], tuple[str, ...], str]]:
+  """name -> (shape, logical axes, init) of each stacked per-layer parameter."""
+  L, D, N, K, H, F = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
+                      cfg.d_ff)
+  s = {
+      "attn_norm": ((L, D), ("layers", "embed"), "ones"),
+      "wq": ((L, D, N, H), ("layers", "embed", "heads", "head_dim"), "normal"),
+      "wk": ((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
+      "wv": ((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
+      "wo": ((L, N, H, D), ("layers", "heads", "head_dim", "embed"), "normal"),
+      "mlp_norm": ((L, D), ("layers", "embed"), "ones"),
+      "w_up": ((L, D, F), ("layers", "embed", "mlp"), "normal"),
+      "w_down": ((L, F, D), ("layers", "mlp", "embed"), "normal"),
+  }
+  if cfg.norm == "layer":
+    s["attn_norm_b"] = ((L, D), ("layers", "embed"), "zeros")
+    s["mlp_norm_b"] = ((L, D), ("layers", "embed"), "zeros")
+  if cfg.qkv_bias:
+    s["bq"] = ((L, N, H), ("layers", "heads", "head_dim"), "zeros")
+    s["bk"] = ((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
+    s["bv"] = ((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
+  if cfg.o_bias:
+    s["bo"] = ((L, D), ("layers", "embed"), "zeros")
+  if cfg.gated_mlp:
+    s["w_gate"] = ((L, D, F), ("layers", "embed", "mlp"), "normal")
+  if cfg.mlp_bias:
+    s["b_up"] = ((L, F), ("layers", "mlp"), "zeros")
+    s["b_down"] = ((L, D), ("layers", "embed"), "zeros")
+  return s
+
+
 def model_config(**overrides) -> ModelConfig:
   """The model as bound in gin (`model.d_model = 576`, ...)."""
   return ModelConfig.from_dict(overrides)
@@ -117,12 +147,6 @@ model_config = gin.configurable(
     "model", allowlist=[f.name for f in dataclasses.fields(ModelConfig)])(model_config)
 
 
-def _models_dir() -> pathlib.Path:
-  from brd_jax.config import CONFIG_DIR  # pylint: disable=import-outside-toplevel
-  return CONFIG_DIR / "models"
-
-
-MODELS_DIR = _models_dir()
 
 
 def named_configs() -> list[str]:

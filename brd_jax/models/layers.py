@@ -15,7 +15,7 @@ from flax import nnx
 from brd_jax import sharding
 from brd_jax.models.attention import attention_mask, grouped_attention
 from brd_jax.models.cache import KVCache
-from brd_jax.models.config import ModelConfig, sqrt_d
+from brd_jax.models.config import ModelConfig, layer_param_shapes, sqrt_d
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -28,37 +28,6 @@ def _param(rngs, shape, axes, dtype, init="normal"):
   else:
     value = (0.02 * jax.random.normal(rngs.params(), shape)).astype(dtype)
   return nnx.Param(value, axes=axes)
-
-
-def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], str]]:
-  """name -> (shape, logical axes, init) of each stacked per-layer parameter."""
-  L, D, N, K, H, F = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
-                      cfg.d_ff)
-  s = {
-      "attn_norm": ((L, D), ("layers", "embed"), "ones"),
-      "wq": ((L, D, N, H), ("layers", "embed", "heads", "head_dim"), "normal"),
-      "wk": ((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
-      "wv": ((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"), "normal"),
-      "wo": ((L, N, H, D), ("layers", "heads", "head_dim", "embed"), "normal"),
-      "mlp_norm": ((L, D), ("layers", "embed"), "ones"),
-      "w_up": ((L, D, F), ("layers", "embed", "mlp"), "normal"),
-      "w_down": ((L, F, D), ("layers", "mlp", "embed"), "normal"),
-  }
-  if cfg.norm == "layer":
-    s["attn_norm_b"] = ((L, D), ("layers", "embed"), "zeros")
-    s["mlp_norm_b"] = ((L, D), ("layers", "embed"), "zeros")
-  if cfg.qkv_bias:
-    s["bq"] = ((L, N, H), ("layers", "heads", "head_dim"), "zeros")
-    s["bk"] = ((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
-    s["bv"] = ((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
-  if cfg.o_bias:
-    s["bo"] = ((L, D), ("layers", "embed"), "zeros")
-  if cfg.gated_mlp:
-    s["w_gate"] = ((L, D, F), ("layers", "embed", "mlp"), "normal")
-  if cfg.mlp_bias:
-    s["b_up"] = ((L, F), ("layers", "mlp"), "zeros")
-    s["b_down"] = ((L, D), ("layers", "embed"), "zeros")
-  return s
 
 
 def norm(cfg: ModelConfig, x, w, b=None):

@@ -21,7 +21,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from brd_jax import sharding
 from brd_jax.models import build
-from brd_jax.planning import estimate
 
 _NEEDS = re.compile(r"\(([\d.]+)([KMGT]?)\)?\s*exceeds\s*(?:the\s*)?available\s*HBM\s*\(([\d.]+)([KMGT]?)\)")
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
@@ -60,7 +59,7 @@ def _compile(what: str, lower):
 
 def train_step(cfg, tcfg, seq_len: int, mesh, kd_topk: int = 0) -> Compiled:
   """The trainer's jitted step (`make_train_step`) on its abstract state and a global batch."""
-  from brd_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
+  from brd_jax.training import step as step_lib
   state, bind, tx, shardings = step_lib.abstract_train(cfg, tcfg, mesh)
   batch = step_lib.abstract_batch(tcfg.batch_size, seq_len, mesh, kd_topk)
   fn = step_lib.make_train_step(bind, tx, tcfg, mesh, shardings)
@@ -90,24 +89,24 @@ def _abstract(mesh, shape, dtype, names):
                               sharding=sharding.named_sharding(mesh, names, shape=shape))
 
 
-def slot_steps(cfg, slots: int, preamble: int, own: int, max_new: int, k: int, mesh,
+def slot_steps(cfg, sh: dict[str, int], max_new: int, k: int, mesh,
                top_n: int = 0) -> list[Compiled]:
-  """`brd generate`'s engine (`inference.slots`): the shared preamble's prefill, the insertion
-  of `slots` prompts of `own` tokens each, and one chunk of decode (verify) steps with k drafts,
-  on the state the engine keeps (`SlotEngine._init_state`) in the shardings it gives it."""
-  from brd_jax.inference import engine, slots as slots_lib  # pylint: disable=import-outside-toplevel
-  from brd_jax.models import cache as cache_lib  # pylint: disable=import-outside-toplevel
+  """`brd generate`'s engine (`inference.slots`) at its shapes `sh` (`slots.slot_shapes`): the
+  shared preamble's prefill, the insertion of a full batch of prompts, and one chunk of decode
+  (verify) steps with k drafts, on the state the engine keeps (`SlotEngine._init_state`) in the
+  shardings it gives it."""
+  from brd_jax.inference import sampling, slots as slots_lib
+  from brd_jax.models import cache as cache_lib
   graphdef, state = _model_state(cfg, mesh)
   dtype = jnp.dtype(cfg.dtype)
   L, K, H = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
-  sh = estimate.slot_shapes(slots, preamble, own, max_new, k)
-  P_, S, width, T = sh["P"], sh["S"], sh["W"], sh["T"]
+  slots, P_, S, width, T = sh["B"], sh["P"], sh["S"], sh["W"], sh["T"]
   rep = NamedSharding(mesh, P())
   out: list[Compiled] = []
   if P_:
     tok = jax.ShapeDtypeStruct((1, P_), jnp.int32, sharding=rep)
     out.append(_compile("generate prefix", lambda: _lowered(
-        mesh, slots_lib._prefix, graphdef, state, None, tok, tok))[0])  # pylint: disable=protected-access
+        mesh, slots_lib.prefill_prefix, graphdef, state, None, tok, tok))[0])
   key = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), slots))
   a = functools.partial(_abstract, mesh)
   cache = cache_lib.SlotCache(
@@ -127,13 +126,14 @@ def slot_steps(cfg, slots: int, preamble: int, own: int, max_new: int, k: int, m
                      top_ids=rows(slots, width, top_n, jnp.int32)),
             pending=rows(slots, jnp.int32), n_out=rows(slots, jnp.int32),
             done=rows(slots, jnp.bool_), keys=rows(slots, key.dtype))
-  static = dict(sampling_=engine.Sampling(), top_n=top_n, want_lp=True, eos=(2,), max_new=max_new)
+  static = dict(sampling_=sampling.Sampling(), top_n=top_n, want_lp=True, eos=(2,),
+                max_new=max_new)
   out.append(_compile("generate insert", lambda: _lowered(
-      mesh, slots_lib._insert, graphdef, state, None, st, rows(slots, T, jnp.int32),  # pylint: disable=protected-access
+      mesh, slots_lib.insert_prompts, graphdef, state, None, st, rows(slots, T, jnp.int32),
       rows(slots, jnp.int32), rows(slots, jnp.int32), rows(slots, key.dtype), **static))[0])
   scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
   out.append(_compile("generate steps", lambda: _lowered(
-      mesh, slots_lib._steps, graphdef, state, None, st, scalar, scalar, k=k, ngram=3,  # pylint: disable=protected-access
+      mesh, slots_lib.decode_steps, graphdef, state, None, st, scalar, scalar, k=k, ngram=3,
       pad_id=0, **static))[0])
   return out
 
@@ -145,7 +145,7 @@ def _lowered(mesh, fn, *args, **kw):
 
 def score_step(cfg, rows: int, T: int, mesh, slots: int = 4) -> Compiled:
   """The scorer's `_score` on one packed batch of `rows` x `T` tokens."""
-  from brd_jax.inference import scoring  # pylint: disable=import-outside-toplevel
+  from brd_jax.inference import scoring
   graphdef, state = _model_state(cfg, mesh)
   bt = jax.ShapeDtypeStruct((rows, T), jnp.int32, sharding=_rows_spec(mesh, "length"))
   bc = jax.ShapeDtypeStruct((rows, slots), jnp.int32, sharding=_rows_spec(mesh, None))

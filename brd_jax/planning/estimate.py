@@ -118,20 +118,12 @@ def _forward_activations(cfg: ModelConfig, b: float, T: int) -> float:
   return b * T * 4 * cfg.d_model * _BYTES[cfg.dtype]
 
 
-def slot_shapes(slots: int, preamble: int, own: int, max_new: int, k: int) -> dict[str, int]:
-  """The shapes `inference.slots.SlotEngine` picks: prefix bucket P, per-slot cache length S,
-  output width W and the insertion's padded prompt length T."""
-  from brd_jax.inference.engine import bucket  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference.slots import slot_length  # pylint: disable=import-outside-toplevel
-  return {"P": bucket(preamble, 16) if preamble else 0, "S": slot_length(own, max_new, k),
-          "W": max_new + k + 1, "T": -(-own // 16) * 16, "B": slots}
-
-
-def slots(cfg: ModelConfig, params_bytes: float, slots_: int, preamble: int, own: int,
-          max_new: int, k: int, mesh, top_n: int = 0) -> dict[str, Memory]:
-  """The teacher engine's three programs: the preamble's prefill (once), the insertion of a full
-  batch of prompts, and a chunk of verify steps (k drafts). The slots' state (KV cache, token
-  history, outputs) is an argument of each; the preamble's keys are held once for all rows.
+def slots(cfg: ModelConfig, params_bytes: float, sh: dict[str, int], k: int, mesh,
+          top_n: int = 0) -> dict[str, Memory]:
+  """The teacher engine's three programs at its shapes `sh` (`inference.slots.slot_shapes`): the
+  preamble's prefill (once), the insertion of a full batch of prompts, and a chunk of verify steps
+  (k drafts). The slots' state (KV cache, token history, outputs) is an argument of each; the
+  preamble's keys are held once for all rows.
   What else is live was fitted to TPU v5e compiles (`aot.slot_steps`): a decode step holds one
   layer's weights gathered from their FSDP shards, and a second copy of the slots' cache or the
   gathered embedding with the step's fp32 logits, whichever is larger; an insertion holds the new
@@ -140,9 +132,8 @@ def slots(cfg: ModelConfig, params_bytes: float, slots_: int, preamble: int, own
   steps -15% to +7%, but +37% for 256 small slots with k=4, where the compiler updated the cache
   in place; insertion -15% to +23%; preamble +1% to +8%."""
   t = mesh.shape["tensor"]
-  sh = slot_shapes(slots_, preamble, own, max_new, k)
   P, S, W, T = sh["P"], sh["S"], sh["W"], sh["T"]
-  b, c = _rows(slots_, mesh), _BYTES[cfg.dtype]
+  b, c = _rows(sh["B"], mesh), _BYTES[cfg.dtype]
   K, N, V = _split(cfg.n_kv_heads, t), _split(cfg.n_heads, t), _split(cfg.vocab_size, t)
   kv_per_slot = 2 * cfg.n_layers * K * cfg.head_dim * c
   prefix_kv = kv_per_slot * P

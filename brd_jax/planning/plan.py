@@ -62,9 +62,9 @@ def _mesh(n_devices: int):
 
 
 def _student_shape():
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.models.config import model_config  # pylint: disable=import-outside-toplevel
-  from brd_jax.training.config import StudentConfig  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import resolve
+  from brd_jax.models.config import model_config
+  from brd_jax.training.config import StudentConfig
   scfg = StudentConfig()
   cfg, source = None, "gin model.*"
   if scfg.init != "scratch":
@@ -78,9 +78,9 @@ def _student_shape():
 
 
 def _teacher_shape(pcfg: PlanConfig, gcfg):
-  from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
-  from brd_jax.models.config import named_config  # pylint: disable=import-outside-toplevel
+  from brd_jax.behaviors import generate
+  from brd_jax.checkpoints import resolve
+  from brd_jax.models.config import named_config
   overrides = generate.teacher_overrides(gcfg) or {}
   if pcfg.teacher_model:
     return named_config(pcfg.teacher_model).replace(**overrides), pcfg.teacher_model
@@ -95,7 +95,7 @@ def prompt_tokens(gcfg, pcfg: PlanConfig) -> int:
   """Tokens of one unit's prompt: the templates' text at ~4 characters a token."""
   if pcfg.prompt_tokens:
     return pcfg.prompt_tokens
-  from brd_jax.behaviors import templates  # pylint: disable=import-outside-toplevel
+  from brd_jax.behaviors import templates
   chosen = templates.chosen(gcfg.templates)
   sentence = "Marie Curie moved to Paris in 1891 to study physics and mathematics at the Sorbonne."
   lengths = []
@@ -113,23 +113,22 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
   """The teacher's engine (`inference.slots`) with the configured switches, one host's chips:
   memory of its three programs, and the decode roofline (`planning.teacher`) at the configured
   batch for tokens/s and days."""
-  from brd_jax.behaviors import generate  # pylint: disable=import-outside-toplevel
-  from brd_jax.behaviors.config import GenerateConfig  # pylint: disable=import-outside-toplevel
-  from brd_jax.corpus.config import CorpusConfig  # pylint: disable=import-outside-toplevel
-  from brd_jax.planning import teacher  # pylint: disable=import-outside-toplevel
+  from brd_jax.behaviors import generate
+  from brd_jax.behaviors.config import GenerateConfig
+  from brd_jax.corpus.config import CorpusConfig
+  from brd_jax.inference import slots as slots_lib
+  from brd_jax.planning import teacher
   gcfg, ccfg = GenerateConfig(), CorpusConfig()
   cfg, source = _teacher_shape(pcfg, gcfg)
   mesh, shape = _mesh(topo.chips_per_host)
-  B = sharding.batch_multiple(mesh)  # the engine's slots: a power-of-two multiple of it
-  while B < gcfg.batch_size:
-    B *= 2
+  B = slots_lib.slot_count(gcfg.batch_size, mesh)
   P = prompt_tokens(gcfg, pcfg)
   own = min(pcfg.own_tokens, P)
   preamble = P - own if gcfg.prefix_cache else 0
   k = generate.speculate_k(gcfg, topo.platform)
   params = _param_bytes(cfg, mesh)
-  steps = estimate.slots(cfg, params, B, preamble, P - preamble, gcfg.max_new_tokens, k, mesh,
-                         gcfg.topk)
+  sh = slots_lib.slot_shapes(B, preamble, P - preamble, gcfg.max_new_tokens, k)
+  steps = estimate.slots(cfg, params, sh, k, mesh, gcfg.topk)
   mem = max(steps.values(), key=lambda m: m.total)
   w = teacher.Workload(P - own, own, pcfg.mean_output_tokens, gcfg.max_new_tokens,
                        pcfg.draft_tokens_per_step, k)
@@ -137,7 +136,6 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
   r = teacher.at_batch(cfg, w, B, topo.chips_per_host, topo.peak_flops, topo.hbm_bandwidth,
                        gcfg.continuous_batching, gcfg.prefix_cache, k > 0, pcfg.mfu, dtype_bytes)
   n = cfg.num_params()
-  sh = estimate.slot_shapes(B, preamble, P - preamble, gcfg.max_new_tokens, k)
   switches = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in (
       ("continuous batching", gcfg.continuous_batching), ("prefix cache", gcfg.prefix_cache)))
   notes = [f"teacher shape: {source}",
@@ -158,9 +156,9 @@ def plan_generate(topo, pcfg, aot: bool) -> StagePlan:
       sharding.MESH_AXES, shape)), mem, 2 * n, r["tokens_per_s"] * topo.hosts, days, notes,
       steps=steps)
   if aot:
-    from brd_jax.planning import aot as aot_lib  # pylint: disable=import-outside-toplevel
+    from brd_jax.planning import aot as aot_lib
     devices = topology.devices(topology.host(topo))
-    sp.compiled = aot_lib.slot_steps(cfg, B, preamble, P - preamble, gcfg.max_new_tokens, k,
+    sp.compiled = aot_lib.slot_steps(cfg, sh, gcfg.max_new_tokens, k,
                                      sharding.make_mesh(shape, devices), gcfg.topk)
   return sp
 
@@ -169,7 +167,7 @@ def _engine_notes(cfg, topo, pcfg, w, dtype_bytes: int, units: float) -> list[st
   """The decode roofline of one host at the best batch that fits, with the engine's switches and
   without (static batches of full prompts): batch, units/s and days. `w`: the plan's workload
   (`teacher.Workload`); the speculation line uses k=4 whatever the config's k."""
-  from brd_jax.planning import teacher  # pylint: disable=import-outside-toplevel
+  from brd_jax.planning import teacher
   w = dataclasses.replace(w, k=4)
   chips = topo.chips_per_host
   out = []
@@ -190,18 +188,18 @@ def _engine_notes(cfg, topo, pcfg, w, dtype_bytes: int, units: float) -> list[st
 
 def _param_bytes(cfg, mesh) -> int:
   """Per-device bytes of a model's parameters in their shardings (exact)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from brd_jax.models import build  # pylint: disable=import-outside-toplevel
+  import jax
+  from brd_jax.models import build
   shardings = build.param_shardings(cfg, mesh)
   return estimate.shard_bytes([jax.ShapeDtypeStruct(sds.shape, sds.dtype, sharding=shardings[p])
                                for p, (sds, _) in build.param_specs(cfg).items()])
 
 
 def plan_train(topo, pcfg, aot: bool) -> StagePlan:
-  from brd_jax.data.config import DataConfig  # pylint: disable=import-outside-toplevel
-  from brd_jax.training import metrics  # pylint: disable=import-outside-toplevel
-  from brd_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
-  from brd_jax.training.config import TrainConfig  # pylint: disable=import-outside-toplevel
+  from brd_jax.data.config import DataConfig
+  from brd_jax.training import metrics
+  from brd_jax.training import step as step_lib
+  from brd_jax.training.config import TrainConfig
   tcfg, dcfg = TrainConfig(), DataConfig()
   cfg, source = _student_shape()
   mesh, shape = _mesh(topo.chips)
@@ -212,7 +210,7 @@ def plan_train(topo, pcfg, aot: bool) -> StagePlan:
   state, *_ = step_lib.abstract_train(cfg, tcfg, mesh)
   kd_topk = 0
   if tcfg.kd_weight > 0:
-    from brd_jax.behaviors.config import GenerateConfig  # pylint: disable=import-outside-toplevel
+    from brd_jax.behaviors.config import GenerateConfig
     kd_topk = GenerateConfig().topk
   mem = estimate.train(cfg, state, tcfg.batch_size, tcfg.grad_accum, dcfg.seq_len, mesh, kd_topk)
   fpt = metrics.flops_per_token(cfg, dcfg.seq_len)
@@ -224,7 +222,7 @@ def plan_train(topo, pcfg, aot: bool) -> StagePlan:
   sp = StagePlan("train", f"{cfg.family} {cfg.num_params() / 1e9:.3f}B", dict(zip(
       sharding.MESH_AXES, shape)), mem, fpt, tokens_per_s, _days(tokens / tokens_per_s), notes)
   if aot:
-    from brd_jax.planning import aot as aot_lib  # pylint: disable=import-outside-toplevel
+    from brd_jax.planning import aot as aot_lib
     devices = topology.devices(topo)
     sp.compiled = [aot_lib.train_step(cfg, tcfg, dcfg.seq_len, sharding.make_mesh(shape, devices),
                                       kd_topk)]
@@ -232,8 +230,8 @@ def plan_train(topo, pcfg, aot: bool) -> StagePlan:
 
 
 def plan_eval(topo, pcfg, aot: bool) -> StagePlan:
-  from brd_jax.evaluation.config import EvalConfig  # pylint: disable=import-outside-toplevel
-  from brd_jax.inference import scoring  # pylint: disable=import-outside-toplevel
+  from brd_jax.evaluation.config import EvalConfig
+  from brd_jax.inference import scoring
   ecfg = EvalConfig()
   cfg, source = _student_shape()
   mesh, shape = _mesh(topo.chips)
@@ -248,7 +246,7 @@ def plan_eval(topo, pcfg, aot: bool) -> StagePlan:
   sp = StagePlan("eval", f"{cfg.family} {cfg.num_params() / 1e9:.3f}B", dict(zip(
       sharding.MESH_AXES, shape)), mem, fpt, tokens_per_s, None, notes)
   if aot:
-    from brd_jax.planning import aot as aot_lib  # pylint: disable=import-outside-toplevel
+    from brd_jax.planning import aot as aot_lib
     devices = topology.devices(topo)
     sp.compiled = [aot_lib.score_step(cfg, rows, T, sharding.make_mesh(shape, devices))]
   return sp

@@ -122,7 +122,7 @@ def _tpu_env() -> None:
 
 def devices(topo: Topology) -> list:
   """Compile-only devices of the target (raises UserError when its compiler is not installed)."""
-  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  from jax.experimental import topologies
   if topo.platform == "tpu":
     _tpu_env()
     try:

@@ -1,4 +1,5 @@
-"""`brd train`: the training loop with exact resume, async checkpoints, metrics and a loss plot."""
+"""`brd train`'s entry point, `run(workdir, mesh)`: the training loop with exact resume, async
+checkpoints, metrics and a loss plot (settings from gin `train.*`, `data.*`, `student.*`)."""
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,7 @@ def _any_host(flag: bool) -> bool:
   """True on every host when any host saw the flag (all must save the same step together)."""
   if jax.process_count() == 1:
     return flag
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils
   return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
 
 
@@ -52,7 +53,7 @@ def _save_tokenizer(tok, workdir) -> None:
   if is_url(workdir):  # saved locally, uploaded file by file, then the marker (no rename there)
     if (out / ".complete").exists():
       return
-    import tempfile  # pylint: disable=import-outside-toplevel
+    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
       tok.save(pathlib.Path(tmp))
       upload_dir(pathlib.Path(tmp), out)
@@ -69,7 +70,7 @@ def _save_tokenizer(tok, workdir) -> None:
 
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
 
 
@@ -130,10 +131,10 @@ def _set_aside(ck, step: int, err: Exception) -> str:
   return str(bad)
 
 
-def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
+def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
           scfg: StudentConfig | None = None, progress: bool = True) -> dict:
   """Trains (or resumes) in WORKDIR; returns a summary. Every setting comes from gin by default."""
-  from brd_jax.data import tasks  # pylint: disable=import-outside-toplevel  # TF: only here
+  from brd_jax.data import tasks  # TF: only here
   tcfg, dcfg, scfg = tcfg or TrainConfig(), dcfg or tasks.DataConfig(), scfg or StudentConfig()
   tasks.check(dcfg)
   workdir = as_path(workdir)
@@ -158,7 +159,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
     start, event = 0, {"event": "start"}
   else:
     start, state, cfg, prov, (bind, tx, shardings), event = resumed
-    from brd_jax import tokenizer as tkz  # pylint: disable=import-outside-toplevel
+    from brd_jax import tokenizer as tkz
     tok = tkz.from_dir(local_copy(workdir / "tokenizer"))
   if start >= tcfg.steps:
     ck.close()
@@ -177,7 +178,7 @@ def train(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   flops_tok = metrics_lib.flops_per_token(cfg, dcfg.seq_len)
   peak = metrics_lib.peak_flops(override=tcfg.peak_flops_per_device) * mesh.size
 
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm
   bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step",
              disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
   first, t_last, step_last, s, stopping = True, time.perf_counter(), start, start, False

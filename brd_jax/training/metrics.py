@@ -49,7 +49,7 @@ class Writer:
                  else open(self.path, "a", encoding="utf-8"))
     self._tb = None
     if tensorboard and self._f is not None:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(str(as_path(workdir) / "tensorboard"))  # gs:// through its own client
 
   def write(self, step: int, values: dict) -> None:
@@ -108,10 +108,10 @@ def events(workdir) -> list[dict]:
 
 def plot(workdir, out: str | pathlib.Path | None = None) -> pathlib.Path:
   """Loss, learning rate and throughput against step -> WORKDIR/loss.png."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  from brd_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
+  from brd_jax.errors import UserError
   recs = read(workdir)
   if not recs:
     raise UserError(f"{workdir}: no metrics.jsonl records to plot")

@@ -26,7 +26,7 @@ def keep_layers(model, every: int, mesh=None):
 
 def init(scfg: StudentConfig, mesh, seed: int = 0):
   """-> (model, cfg, tokenizer, provenance dict)."""
-  from brd_jax.checkpoints import resolve  # pylint: disable=import-outside-toplevel
+  from brd_jax.checkpoints import resolve
   if scfg.keep_every < 1:
     raise UserError(f"student.keep_every={scfg.keep_every}: must be >= 1")
   if scfg.init == "scratch":
