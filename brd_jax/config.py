@@ -44,7 +44,7 @@ def register_configurables() -> None:
   from brd_jax.corpus import config as _cc  # noqa: F401
   from brd_jax.behaviors import config as _bc  # noqa: F401
   from brd_jax.evaluation import config as _ec  # noqa: F401
-  from brd_jax import pipeline  # noqa: F401
+  from brd_jax import experiment  # noqa: F401
   from brd_jax.inference import complete  # noqa: F401
   from brd_jax.data import config as _dc  # noqa: F401
   from brd_jax.training import config as _tc  # noqa: F401

@@ -1,10 +1,12 @@
-"""`brd pipeline`: corpus -> generate -> train (BRD mixture) -> train (corpus-only control, same
-token budget) -> eval (teacher, student before training, both students) -> report.
+"""`brd pipeline`: corpus -> generate -> train (every arm x seed) -> eval (teacher, student before
+training, every student) -> report. An experiment is one corpus and one ledger, read once, and the
+arms trained on them: `pipeline.arms` (name -> bindings over data.* / train.* / student.*, by
+default the BRD mixture and the corpus-only control on the same token budget) x `pipeline.seeds`.
 
 Every stage is its package's own entry point, configured by gin. A finished stage leaves
 WORKDIR/stages/<name>.json with the fingerprint of its settings and inputs; a re-run skips a stage
 whose fingerprint is unchanged and resumes one that was cut short (each stage is resumable by
-itself), so a changed setting re-runs what depends on it and nothing else.
+itself), so a changed setting, a new arm or a new seed re-runs what depends on it and nothing else.
 """
 from __future__ import annotations
 
@@ -16,21 +18,14 @@ import time
 import gin
 
 from brd_jax import preemption, sharding
+from brd_jax.data.config import DataConfig
 from brd_jax.errors import Preempted, UserError
+from brd_jax.experiment import PipelineConfig
 from brd_jax.io_utils import as_path, atomic_write_text, content_digest, dir_fingerprint
 from brd_jax.preemption import SigtermFlag
+from brd_jax.training.config import StudentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@gin.configurable("pipeline")
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-  control: bool = True            # train the corpus-only control on the same token budget
-  eval_teacher: bool = True
-  eval_student_init: bool = True
-  compare_to_teacher: bool = True  # students' eval adds CE / KL to the teacher (same tokenizer)
-  devices: int = 0                # the device count a config is written for (0: any)
 
 
 def _bindings(*prefixes) -> list[str]:
@@ -86,8 +81,6 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
   from brd_jax.corpus.config import CorpusConfig
   from brd_jax.evaluation import run as eval_run
   from brd_jax.evaluation.config import EvalConfig
-  from brd_jax.training.config import StudentConfig, TrainConfig
-  from brd_jax.data.config import DataConfig
   workdir = as_path(workdir)
   pcfg, ccfg, gcfg = PipelineConfig(), CorpusConfig(), GenerateConfig()
   ecfg = EvalConfig()
@@ -96,9 +89,17 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
   ecfg = dataclasses.replace(ecfg, log_samples=True)  # the report's paired bootstrap needs them
   if not gcfg.teacher:
     raise UserError("generate.teacher is not set (the teacher the pipeline reads with)")
-  eval_run.check(ecfg)  # missing evaluation data fails now, not after training
-  stages = Stages(workdir)
   paragraphs, ledger_dir = workdir / "corpus" / "paragraphs", workdir / "ledger"
+  distill_dir = workdir / "task_distill" if pcfg.task_distill else None
+  runs = pcfg.runs(dataclasses.replace(
+      DataConfig(), paragraphs_dir=str(paragraphs), ledger_dir=str(ledger_dir),
+      task_distill_dir=distill_dir and str(distill_dir)), TrainConfig(), StudentConfig())
+  pcfg.check_runs(runs, gcfg.behaviors)  # bad arms fail now, before the ledger is paid for
+  eval_run.check(ecfg)  # missing evaluation data fails now, not after training
+  from brd_jax.evaluation import tasks as tasks_lib
+  for t in pcfg.task_distill:
+    tasks_lib.prompts(t, ecfg.data_dir or None)
+  stages = Stages(workdir)
 
   from brd_jax.evaluation import task_corpus
   ccfg, eval_texts = task_corpus.prepare(ccfg, workdir / "corpus", ecfg.data_dir or None)
@@ -110,26 +111,34 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
   gen = stages.run("generate", content_digest("generate", fp_par, _bindings("generate", "chat")),
                    lambda: generate.run(gcfg, paragraphs, ledger_dir, sharding.host_mesh(), progress))
   fp_ledger = dir_fingerprint(ledger_dir)
+  if distill_dir:
+    from brd_jax.behaviors import task_distill
+    fp_distill = content_digest("task_distill", gcfg.teacher, list(pcfg.task_distill),
+                                ecfg.data_dir, _bindings("eval"))
+    stages.run("task_distill", fp_distill, lambda: task_distill.run(
+        gcfg.teacher, pcfg.task_distill, distill_dir, ecfg.data_dir or None, mesh,
+        ecfg.token_budget, progress))
+    fp_ledger = content_digest(fp_ledger, fp_distill)
 
-  tcfg, scfg = TrainConfig(), StudentConfig()
-  base = dataclasses.replace(DataConfig(), paragraphs_dir=str(paragraphs),
-                             ledger_dir=str(ledger_dir))
-  trains = {"brd": base}
-  if pcfg.control:
-    trains["corpus_only"] = dataclasses.replace(base, mixture="brd_corpus_only")
   fp_train = {}
-  for name, dcfg in trains.items():
-    fp_train[name] = content_digest("train", name, fp_par, fp_ledger, dataclasses.asdict(dcfg),
-                             _bindings("train", "student", "model", "mesh"))
-    stages.run(f"train_{name}", fp_train[name], lambda d=dcfg, n=name: _train(
-        workdir / f"train_{n}", mesh, tcfg, d, scfg, progress, fp_train[n]))
+  for name, (_, seed, dcfg, tcfg, scfg) in runs.items():
+    # An arm's own train / student settings and a seed enter its fingerprint; the default arms'
+    # fingerprints are those of the two-arm pipeline before arms existed.
+    own = {k: v for k, v in pcfg.arm_bindings()[runs[name][0]].items()
+           if not k.startswith("data.") and k != "seeds"}
+    fp_train[name] = content_digest(
+        "train", name, fp_par, fp_ledger, _fields(dcfg),
+        _bindings("train", "student", "model", "mesh"),
+        *([own, seed] if own or seed is not None else []))
+    stages.run(f"train_{name}", fp_train[name], lambda n=name, d=dcfg, t=tcfg, s=scfg: _train(
+        workdir / f"train_{n}", mesh, t, d, s, progress, fp_train[n]))
 
   models = {}
   if pcfg.eval_teacher:
     models["teacher"] = gcfg.teacher
   if pcfg.eval_student_init:
     models["student_init"] = "student_init"
-  for name in trains:
+  for name in runs:
     models[f"student_{name}"] = str(workdir / f"train_{name}")
   fp_eval = content_digest("eval", _bindings("eval"), ecfg.data_dir)
   for name, spec in models.items():
@@ -142,16 +151,23 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
     if name == "teacher":
       upstream = content_digest(gcfg.teacher)
     stages.run(f"eval_{name}", content_digest(fp_eval, upstream, cfg.reference_model),
-               lambda s=spec, c=cfg, n=name: _eval(s, c, workdir / "eval" / n, mesh, scfg,
-                                                   progress, n))
+               lambda s=spec, c=cfg, n=name: _eval(s, c, workdir / "eval" / n, mesh,
+                                                   StudentConfig(), progress, n))
 
   from brd_jax import pipeline_report
-  report, headline = pipeline_report.write(workdir, list(models))
+  report, headline = pipeline_report.write(
+      workdir, list(models), {n: r[0] for n, r in runs.items()}, pcfg.reference_arm())
   return {"report": str(report), "headline": headline,
           "stages": {p.stem: json.loads(p.read_text())["seconds"]
                      for p in sorted(stages.dir.glob("*.json"), key=lambda p: p.name)},
           "corpus_paragraphs": corpus.get("summary", {}).get("paragraphs"),
           "ledger_remaining": gen.get("summary", {}).get("remaining")}
+
+
+def _fields(dcfg) -> dict:
+  """The data settings a training fingerprint covers (an unset new field leaves it as it was)."""
+  return {k: v for k, v in dataclasses.asdict(dcfg).items()
+          if not (k == "task_distill_dir" and v is None)}
 
 
 def _train(workdir, mesh, tcfg, dcfg, scfg, progress, fingerprint: str) -> dict:

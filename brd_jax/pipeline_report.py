@@ -1,5 +1,6 @@
-"""The pipeline's report: the models side by side, BRD vs the corpus-only control with a paired
-bootstrap interval, teacher-student divergence, loss curves and the goodput of every stage."""
+"""The pipeline's report: the models side by side, every arm minus the reference arm (per task and
+on the average, paired bootstrap intervals pooling seeds), teacher-student divergence, loss
+curves and the goodput of every stage."""
 from __future__ import annotations
 
 import json
@@ -42,6 +43,113 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0)
   return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def joint_bootstrap(diffs: list[np.ndarray], n: int = 2000, seed: int = 0, weights=None):
+  """The mean over tasks of each task's mean difference, and its 95% interval: every resample
+  draws documents within each task (the tasks' draws in turn from one generator). With
+  `weights` (per task, per document: its tokens), a task's mean is sum(d) / sum(w), the
+  token-weighted mean of per-document sums."""
+  rng = np.random.default_rng(seed)
+  weights = weights or [np.ones(len(d)) for d in diffs]
+  per_task = []
+  for d, w in zip(diffs, weights):
+    idx = rng.integers(0, len(d), (n, len(d)))
+    per_task.append(d[idx].sum(axis=1) / w[idx].sum(axis=1))
+  means = np.mean(per_task, axis=0)
+  return (float(np.mean([d.sum() / w.sum() for d, w in zip(diffs, weights)])),
+          float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+
+def _arm_hits(workdir: pathlib.Path, runs: list[str], task: str) -> np.ndarray | None:
+  """Per-document hits of an arm, averaged over its seeds' runs (None until all are scored)."""
+  files = [samples_path(workdir / "eval" / f"student_{r}", task) for r in runs]
+  if not all(f.exists() for f in files):
+    return None
+  return np.mean([_hits(f) for f in files], axis=0)
+
+
+def _arms_section(workdir, tasks, arms: dict, reference: str) -> list[str]:
+  """Each arm minus the reference arm, per task and on the average over tasks."""
+  by_arm: dict[str, list[str]] = {}
+  for run, arm in arms.items():
+    by_arm.setdefault(arm, []).append(run)
+  if len(by_arm) < 2:
+    return []
+  lines = [f"## Arms minus {reference} (acc_mean_token, points)", "",
+           "Paired bootstrap over documents (2000 resamples): an arm's seeds are averaged per "
+           "document first, and the average over tasks resamples every task's documents at "
+           "once. An interval containing 0 means the difference is within noise.", "",
+           f"| arm | task | seeds | n | arm - {reference} | 95% interval |",
+           "|---|---|---|---|---|---|"]
+  ref = {t: _arm_hits(workdir, by_arm[reference], t) for t in tasks}
+  for arm, runs in by_arm.items():
+    if arm == reference:
+      continue
+    diffs = []
+    for t in tasks:
+      a = _arm_hits(workdir, runs, t)
+      if a is None or ref[t] is None:
+        continue
+      d, lo, hi = paired_bootstrap(a, ref[t])
+      diffs.append(a - ref[t])
+      lines.append(f"| {arm} | {NAMES.get(t, t)} | {len(runs)} | {len(a)} | {100 * d:+.1f} | "
+                   f"[{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+    if len(diffs) > 1:
+      d, lo, hi = joint_bootstrap(diffs)
+      lines.append(f"| {arm} | Avg | {len(runs)} | {sum(map(len, diffs))} | {100 * d:+.1f} | "
+                   f"[{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+  return lines + [""]
+
+
+def _arm_divergence(workdir: pathlib.Path, runs: list[str], task: str):
+  """Per-document sums (ce, kl, tokens) of an arm to the teacher, averaged over its seeds (None
+  until every run has them)."""
+  files = [samples_path(workdir / "eval" / f"student_{r}", task) for r in runs]
+  if not all(f.exists() for f in files):
+    return None
+  per_run = []
+  for f in files:
+    docs = [json.loads(line) for line in f.open(encoding="utf-8")]
+    if not docs or any(d.get("ref") is None for d in docs):
+      return None
+    per_run.append(np.array([[d["ref"][0], d["ref"][1], d["ref"][3]] for d in docs]))
+  return np.mean(per_run, axis=0)
+
+
+def _divergence_section(workdir, tasks, arms: dict, reference: str) -> list[str]:
+  """Each arm's CE and KL to the teacher minus the reference arm's (nats/token), per task and on
+  the average over tasks, with paired bootstrap intervals over documents."""
+  by_arm: dict[str, list[str]] = {}
+  for run, arm in arms.items():
+    by_arm.setdefault(arm, []).append(run)
+  if len(by_arm) < 2:
+    return []
+  ref = {t: _arm_divergence(workdir, by_arm[reference], t) for t in tasks}
+  if all(v is None for v in ref.values()):
+    return []
+  lines = [f"## Divergence to the teacher: arms minus {reference} (nats/token)", "",
+           "Over context + gold answer; negative: closer to the teacher. Token-weighted per task; "
+           "paired bootstrap over documents (2000 resamples), seeds averaged per document.", "",
+           f"| arm | task | seeds | n | CE - {reference} | 95% interval | KL - {reference} | "
+           "95% interval |", "|---|---|---|---|---|---|---|---|"]
+  for arm, runs in by_arm.items():
+    if arm == reference:
+      continue
+    got = {t: (_arm_divergence(workdir, runs, t), ref[t]) for t in tasks}
+    got = {t: (a, r) for t, (a, r) in got.items() if a is not None and r is not None}
+    rows = [(NAMES.get(t, t), [a], [r]) for t, (a, r) in got.items()]
+    if len(got) > 1:
+      rows.append(("Avg", [a for a, _ in got.values()], [r for _, r in got.values()]))
+    for name, a, r in rows:
+      cells = []
+      for col in (0, 1):
+        d, lo, hi = joint_bootstrap([x[:, col] - y[:, col] for x, y in zip(a, r)],
+                                    weights=[y[:, 2] for y in r])
+        cells.append(f"{d:+.3f} | [{lo:+.3f}, {hi:+.3f}]")
+      lines.append(f"| {arm} | {name} | {len(runs)} | {sum(len(x) for x in a)} | "
+                   + " | ".join(cells) + " |")
+  return lines + [""]
+
+
 def _table(results, tasks, rule) -> list[str]:
   head = "| model | " + " | ".join(NAMES.get(t, t) for t in tasks) + " | Avg |"
   lines = [head, "|" + "---|" * (len(tasks) + 2)]
@@ -75,15 +183,16 @@ def _plot_loss(path, curves: dict) -> None:
     ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label=name)
   ax.set_xlabel("step")
   ax.set_ylabel("training loss (nats/token)")
-  ax.set_title("student training: BRD mixture vs corpus only")
+  ax.set_title("student training, one curve a run")
   ax.legend()
   fig.tight_layout()
   save_figure(fig, path)
 
 
-def write(workdir, models) -> tuple[pathlib.Path, str]:
+def write(workdir, models, arms: dict, reference: str) -> tuple[pathlib.Path, str]:
   """Writes WORKDIR/report.md (and its plots); returns its path and its headline: the title and
-  the table by the paper's rule."""
+  the table by the paper's rule. `arms`: student run name -> its arm (seeds are runs of one arm).
+  """
   workdir = as_path(workdir)
   results = _load(workdir, models)
   tasks = []
@@ -101,20 +210,7 @@ def write(workdir, models) -> tuple[pathlib.Path, str]:
                    for m, r in results.items()], "acc_mean_token (%)",
                   "zero-shot accuracy per model")
     lines += ["![accuracy](report_accuracy.png)", ""]
-  a, b = workdir / "eval" / "student_brd", workdir / "eval" / "student_corpus_only"
-  if a.exists() and b.exists():
-    lines += ["## BRD minus corpus-only (acc_mean_token, points)", "",
-              "Paired bootstrap over documents (2000 resamples): an interval containing 0 means "
-              "the difference is within noise.", "", "| task | n | BRD - corpus-only | 95% interval |",
-              "|---|---|---|---|"]
-    for t in tasks:
-      fa, fb = samples_path(a, t), samples_path(b, t)
-      if fa.exists() and fb.exists():
-        ha, hb = _hits(fa), _hits(fb)
-        d, lo, hi = paired_bootstrap(ha, hb)
-        lines.append(f"| {NAMES.get(t, t)} | {len(ha)} | {100 * d:+.1f} | "
-                     f"[{100 * lo:+.1f}, {100 * hi:+.1f}] |")
-    lines.append("")
+  lines += _arms_section(workdir, tasks, arms, reference)
   div = {m: r for m, r in results.items() if all("ref_ce" in r[t] for t in r)}
   if div:
     lines += ["## Teacher-student divergence (nats/token over context + gold answer, mean over "
@@ -123,8 +219,9 @@ def write(workdir, models) -> tuple[pathlib.Path, str]:
       lines.append(f"| {m} | {np.mean([r[t]['ref_ce'] for t in r]):.3f} | "
                    f"{np.mean([r[t]['ref_kl'] for t in r]):.3f} |")
     lines.append("")
+    lines += _divergence_section(workdir, tasks, arms, reference)
   curves, train_what = {}, {}
-  for name in ("brd", "corpus_only"):
+  for name in arms:
     st = _train_stats(workdir, name)
     if st:
       curves[name] = st["records"]
@@ -136,8 +233,8 @@ def write(workdir, models) -> tuple[pathlib.Path, str]:
     lines += ["## Training", "", "![loss](report_loss.png)", ""]
   lines += ["## Goodput per stage", "", "| stage | seconds | what it did |", "|---|---|---|"]
   ledger = read_ledger_manifest(workdir / "ledger") or {}
-  order = ["corpus", "generate", "train_brd", "train_corpus_only", "eval_teacher",
-           "eval_student_init", "eval_student_brd", "eval_student_corpus_only"]
+  order = ["corpus", "generate", "task_distill", *(f"train_{r}" for r in arms), "eval_teacher",
+           "eval_student_init", *(f"eval_student_{r}" for r in arms)]
   for p in sorted((workdir / "stages").glob("*.json"),
                   key=lambda p: (order.index(p.stem) if p.stem in order else 99, p.stem)):
     rec = json.loads(p.read_text())

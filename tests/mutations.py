@@ -55,8 +55,13 @@ _BOOT = "tests/test_pipeline.py::test_paired_bootstrap_against_numpy_and_scipy"
 _PIPE_FP = "tests/test_pipeline.py::test_a_changed_corpus_or_ledger_retrains_and_nothing_else_does"
 _REF_E2E = ("tests/test_evaluation.py::"
             "test_brd_eval_reference_model_scores_the_teacher_against_the_student")
+_EXPERIMENT = ("tests/test_pipeline.py::"
+               "test_an_experiment_of_three_arms_and_two_seeds_reads_once_and_adds_an_arm_alone")
 _LAYERS_UP = "tests/test_structure.py::test_no_module_imports_cli_config_or_pipeline_from_below"
 _LAYERS_CIRCLE = "tests/test_structure.py::test_the_package_has_no_import_circle"
+_TDIST = ("tests/test_task_distill.py::"
+          "test_the_examples_do_not_read_labels_and_hold_the_teachers_eval_answers")
+_DIV_TORCH = "tests/test_evaluation.py::test_teacher_student_divergence_matches_torch"
 _SKD = "tests/test_generate.py::test_skd_responses_become_brd_skd_examples_in_the_mixture"
 _CONTEXT = "tests/test_generate.py::test_context_sentences_reach_the_teacher"
 
@@ -70,26 +75,27 @@ _LEASE = ("tests/test_locks.py::"
           "test_lease_on_an_object_store_is_refused_while_refreshed_and_taken_over_when_not")
 
 BREAKS: list[Break] = [
-    Break("control_gets_brd_mixture", "brd_jax/pipeline.py",
-          'dataclasses.replace(base, mixture="brd_corpus_only")', "base", (_PIPE,),
+    Break("control_gets_brd_mixture", "brd_jax/experiment.py",
+          '**({"corpus_only": {"data.mixture": "brd_corpus_only"}}', '**({"corpus_only": {}}',
+          (_PIPE,),
           "the corpus-only control trains on the BRD mixture"),
-    Break("brd_gets_control_mixture", "brd_jax/pipeline.py", 'trains = {"brd": base}',
-          'trains = {"brd": dataclasses.replace(base, mixture="brd_corpus_only")}', (_PIPE,),
+    Break("brd_gets_control_mixture", "brd_jax/experiment.py", 'return {"brd": {}, **(',
+          'return {"brd": {"data.mixture": "brd_corpus_only"}, **(', (_PIPE,),
           "the BRD arm trains on the corpus alone"),
     Break("no_log_samples", "brd_jax/pipeline.py",
           "ecfg = dataclasses.replace(ecfg, log_samples=True)", "ecfg = ecfg", (_PIPE,),
           "the pipeline's evals keep no samples: the report has no interval rows"),
-    Break("bootstrap_percentile", "brd_jax/pipeline_report.py", "np.percentile(means, 2.5)",
-          "np.percentile(means, 5.0)", (_BOOT, _PIPE), "the interval's lower bound at 5%, not 2.5%"),
-    Break("bootstrap_resamples", "brd_jax/pipeline_report.py", "n: int = 2000", "n: int = 500",
+    Break("bootstrap_percentile", "brd_jax/pipeline_report.py",
+          "float(d.mean()), float(np.percentile(means, 2.5))",
+          "float(d.mean()), float(np.percentile(means, 5.0))", (_BOOT, _PIPE), "the interval's lower bound at 5%, not 2.5%"),
+    Break("bootstrap_resamples", "brd_jax/pipeline_report.py",
+          "b: np.ndarray, n: int = 2000", "b: np.ndarray, n: int = 500",
           (_BOOT, _PIPE), "the bootstrap draws 500 resamples where the report says 2000"),
     Break("train_fp_without_corpus", "brd_jax/pipeline.py",
-          'content_digest("train", name, fp_par, fp_ledger,',
-          'content_digest("train", name, fp_ledger,', (_PIPE_FP,),
+          '"train", name, fp_par, fp_ledger,', '"train", name, fp_ledger,', (_PIPE_FP,),
           "fewer paragraphs do not retrain the students"),
     Break("train_fp_without_ledger", "brd_jax/pipeline.py",
-          'content_digest("train", name, fp_par, fp_ledger,',
-          'content_digest("train", name, fp_par,', (_PIPE_FP,),
+          '"train", name, fp_par, fp_ledger,', '"train", name, fp_par,', (_PIPE_FP,),
           "new teacher readings do not retrain the students"),
     Break("divergence_swapped", "brd_jax/evaluation/run.py",
           "Divergence(loaded.model, ref.model,", "Divergence(ref.model, loaded.model,",
@@ -162,6 +168,30 @@ BREAKS: list[Break] = [
           "        self.fs.pipe_file(self.key, json.dumps(self.info).encode())", "        pass",
           (_LEASE,), "an object-store lease is never refreshed: a live holder looks dead and "
           "is taken over"),
+    Break("seeds_ignored", "brd_jax/experiment.py", "        if seed is not None:\n",
+          "        if False:\n", (_EXPERIMENT,),
+          "every seed of an arm trains the same run"),
+    Break("arm_bindings_ignored", "brd_jax/experiment.py",
+          "        cfgs[what] = dataclasses.replace(cfgs[what], **{field: value})",
+          "        pass", (_EXPERIMENT,), "every arm trains on the default data and settings"),
+    Break("average_of_first_task", "brd_jax/pipeline_report.py",
+          "  means = np.mean(per_task, axis=0)", "  means = per_task[0]",
+          (_EXPERIMENT,), "the average's interval resamples one task only"),
+    Break("tdist_reads_labels", "brd_jax/behaviors/task_distill.py",
+          "  docs = {t: tasks_lib.prompts(t, data_dir) for t in tasks}",
+          "  docs = {t: tasks_lib.load(t, data_dir) for t in tasks}", (_TDIST,),
+          "task distillation builds its prompts from the labelled documents"),
+    Break("tdist_sum_rule", "brd_jax/behaviors/task_distill.py",
+          "  return int(np.argmax(np.asarray(loglik) / np.asarray(n_tokens, np.float64)))",
+          "  return int(np.argmax(np.asarray(loglik)))", (_TDIST,),
+          "the teacher's answer is ranked by summed, not mean per-token, log-prob"),
+    Break("divergence_per_doc_first_row", "brd_jax/evaluation/divergence.py",
+          "        per_doc[j] = [float(v) for v in sums[:, r]]",
+          "        per_doc[j] = [float(v) for v in sums[:, 0]]", (_DIV_TORCH,),
+          "every document of a batch gets the first document's CE / KL sums"),
+    Break("divergence_interval_unweighted", "brd_jax/pipeline_report.py",
+          "                                    weights=[y[:, 2] for y in r])", ")", (_EXPERIMENT,),
+          "the arms' CE / KL differences average documents, not tokens"),
     Break("models_import_config", "brd_jax/models/config.py",
           "from brd_jax.paths import MODELS_DIR", "from brd_jax.config import CONFIG_DIR\n"
           "MODELS_DIR = CONFIG_DIR / 'models'", (_LAYERS_UP, _LAYERS_CIRCLE),

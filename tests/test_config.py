@@ -65,7 +65,7 @@ def test_experiment_configs_parse_validate_and_build_the_abstract_train_state(na
   abstract model and train state (no weights) on that mesh."""
   import math
   import jax
-  from brd_jax import pipeline
+  from brd_jax import experiment
   from brd_jax.behaviors.config import GenerateConfig
   from brd_jax.corpus.config import CorpusConfig
   from brd_jax.data.config import DataConfig
@@ -76,7 +76,7 @@ def test_experiment_configs_parse_validate_and_build_the_abstract_train_state(na
   from brd_jax.training.config import StudentConfig, TrainConfig
   assert len(EXPERIMENTS) >= 8
   config.parse([f"experiments/{name}"])
-  t, d, s, p = TrainConfig(), DataConfig(), StudentConfig(), pipeline.PipelineConfig()
+  t, d, s, p = TrainConfig(), DataConfig(), StudentConfig(), experiment.PipelineConfig()
   c = CorpusConfig()
   assert (c.inputs or c.from_tasks) and GenerateConfig().teacher and EvalConfig().tasks
   assert t.steps > 0 and s.init != "scratch" and d.level in ("paragraph", "sentence")
@@ -93,3 +93,22 @@ def test_experiment_configs_parse_validate_and_build_the_abstract_train_state(na
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state["params"]))
   assert n_params == cfg.num_params() > 5e7
   assert jax.tree.structure(state) == jax.tree.structure(shardings)
+  # the arms: every run's mixture reads only what the one ledger generates, and `brd plan`
+  # prices the teacher once and each arm x seed's training
+  from brd_jax.planning import plan
+  runs = p.runs(d, t, s)
+  p.check_runs(runs, GenerateConfig().behaviors)
+  assert len(runs) == len(p.arm_bindings()) * max(1, len(p.seeds))
+  teacher = GenerateConfig().teacher
+  if teacher.startswith("asset:"):  # the plan reads the teacher's shape from its file
+    import needs
+    needs.asset(teacher[len("asset:"):])
+  topo, plans = plan.run(None if p.devices else "v5e-1")  # CPU configs: one chip, no topology
+  cost = plan.experiment(plans)
+  train_days = next(sp.days for sp in plans if sp.stage == "train")
+  assert list(cost["runs"]) == list(runs) and train_days > 0
+  assert cost["student_days"] == pytest.approx(sum(
+      train_days * (r[3].steps * r[3].batch_size * r[2].seq_len) / (t.steps * t.batch_size *
+                                                                    d.seq_len)
+      for r in runs.values()))
+  assert (cost["teacher_days"] is None) == (CorpusConfig().max_paragraphs == 0)

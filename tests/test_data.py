@@ -100,7 +100,7 @@ def test_mixture_proportions_match_gin_rates(corpus):
 
 def test_default_rates_follow_example_counts_and_ablations(corpus):
   _, reg, _ = _register(corpus)
-  assert reg.counts == {"brd_ori": 60, "brd_ner": 60, "brd_qra": 60, "brd_skd": 0}
+  assert reg.counts == {"brd_ori": 60, "brd_ner": 60, "brd_qra": 60, "brd_skd": 0, "brd_tdist": 0}
   assert reg.rates == {"brd_ori": 60.0, "brd_ner": 60.0, "brd_qra": 60.0}
   _, reg, _ = _register(corpus, mixture="brd_mix_no_ner")
   assert set(reg.rates) == {"brd_ori", "brd_qra"}

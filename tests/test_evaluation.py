@@ -175,20 +175,23 @@ def test_bigbench_asset_tasks_load():
     tasks.load("bigbench:no_such_task")
 
 
-def check_divergence(got, hs, ht, id_lists):
-  """`got`'s ref_ce / ref_kl / student_nll against torch: student `hs`, teacher `ht`."""
+def check_divergence(got, hs, ht, id_lists, per_doc=None):
+  """`got`'s ref_ce / ref_kl / student_nll against torch: student `hs`, teacher `ht`; and, given
+  `per_doc`, each text's sums (ce, kl, nll, tokens)."""
   import torch
   ce = kl = nll = n = 0.0
-  for x in id_lists:
+  for j, x in enumerate(id_lists):
     ids = torch.tensor([x])
     with torch.no_grad():
       ls = torch.log_softmax(hs(ids).logits[0, :-1].double(), -1)
       lt = torch.log_softmax(ht(ids).logits[0, :-1].double(), -1)
     pt = lt.exp()
-    ce += float(-(pt * ls).sum())
-    kl += float((pt * (lt - ls)).sum())
-    nll += float(-ls[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum())
-    n += ids.shape[1] - 1
+    doc = (float(-(pt * ls).sum()), float((pt * (lt - ls)).sum()),
+           float(-ls[torch.arange(ids.shape[1] - 1), ids[0, 1:]].sum()), ids.shape[1] - 1)
+    if per_doc is not None:
+      assert per_doc[j][3] == doc[3]
+      np.testing.assert_allclose(per_doc[j][:3], doc[:3], rtol=1e-4, atol=1e-3 * doc[3])
+    ce, kl, nll, n = ce + doc[0], kl + doc[1], nll + doc[2], n + doc[3]
   assert got["ref_tokens"] == n
   assert got["ref_ce"] == pytest.approx(ce / n, abs=1e-4)
   assert got["ref_kl"] == pytest.approx(kl / n, abs=1e-4)
@@ -212,7 +215,7 @@ def test_teacher_student_divergence_matches_torch(tmp_path):
     check_compatible(s.model, s.tokenizer, t.model, tokmod.byte_level())
   texts = ["the sky is blue", "blue sky, the end", "is the sky blue? yes it is, mostly blue!"]
   got = Divergence(s.model, t.model, s.tokenizer, token_budget=32).score(texts)
-  check_divergence(got, hs, ht, [s.tokenizer.encode(text) for text in texts])
+  check_divergence(got, hs, ht, [s.tokenizer.encode(text) for text in texts], got["per_doc"])
 
 
 def test_brd_eval_reference_model_scores_the_teacher_against_the_student(tmp_path):
@@ -233,14 +236,16 @@ def test_brd_eval_reference_model_scores_the_teacher_against_the_student(tmp_pat
   task = f"bigbench:{tmp_path / 'odd.json'}"
   r = subprocess.run([sys.executable, "-m", "brd_jax.cli", "eval", "--model", str(s_dir),
                       "--reference_model", str(t_dir), "--tasks", task, "--workdir",
-                      str(tmp_path / "out"), "--no_progress"], cwd=ROOT, capture_output=True,
+                      str(tmp_path / "out"), "--no_progress", "--log_samples"], cwd=ROOT,
+                     capture_output=True,
                      text=True)
   assert r.returncode == 0, r.stderr[-3000:]
   got = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"][task]
   hs, ht = (transformers.AutoModelForCausalLM.from_pretrained(d).eval() for d in (s_dir, t_dir))
   tok = tokmod.byte_level()
+  per_doc = [json.loads(l)["ref"] for l in harness.samples_path(tmp_path / "out", task).open()]
   check_divergence(got, hs, ht, [tok.encode(d.context + d.choices[d.gold], add_bos=None)
-                                 for d in tasks.load(task)])
+                                 for d in tasks.load(task)], per_doc)
 
 
 def test_report_lays_runs_side_by_side(tmp_path, capsys):

@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "brd_jax"
 UPPER = {
     "brd_jax.cli": (),
     "brd_jax.config": ("brd_jax.cli",),
-    "brd_jax.pipeline": ("brd_jax.cli", "brd_jax.config", "brd_jax.experiment"),
+    "brd_jax.pipeline": ("brd_jax.cli",),
 }
 
 

@@ -85,8 +85,12 @@ def load(spec: str, mesh=None, overrides: dict | None = None) -> Loaded:
 
 def load_config(spec: str, overrides: dict | None = None) -> ModelConfig | None:
   """The model's shape without its weights (None when the spec is not a model on this machine)."""
-  if spec.startswith("asset:"):
-    return None  # an asset is fetched on first use; planning never downloads
+  if spec.startswith("asset:"):  # planning never downloads, but reads a fetched asset
+    from brd_jax import assets
+    name = spec[len("asset:"):]
+    if not assets.is_fetched(name):
+      return None
+    spec = str(assets.path(name))
   p = local_path(spec)
   k = kind(p) if p.exists() else "missing"
   if k == "gguf":

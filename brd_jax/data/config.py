@@ -12,6 +12,7 @@ class DataConfig:
   """Where the training texts come from and how they are mixed and packed."""
   paragraphs_dir: str | None = None
   ledger_dir: str | None = None
+  task_distill_dir: str | None = None  # the teacher's answers to task inputs (task brd_tdist)
   mixture: str = "brd_mix"
   sep: str = "\n"                  # between a sentence and the teacher's reading of it
   level: str = "paragraph"         # paragraph | sentence (the paper's ablation)

@@ -1,4 +1,5 @@
-"""seqio Tasks `brd_ori` / `brd_ner` / `brd_qra` / `brd_skd`, Mixture `brd_mix` and its ablations.
+"""seqio Tasks `brd_ori` / `brd_ner` / `brd_qra` / `brd_skd` / `brd_tdist`, Mixture `brd_mix`, its
+ablations and the paper's baselines (task distillation, SKD alone).
 
 `register()` reads the gin-bound directories once, builds the formatted texts in memory, and
 (re)registers the Tasks and Mixtures under their fixed names; `dataset()` returns this host's
@@ -29,13 +30,19 @@ class _QuietUncachedWarning(logging.Filter):
 
 logging.getLogger("absl").addFilter(_QuietUncachedWarning())
 
-TASKS = ("brd_ori", "brd_ner", "brd_qra", "brd_skd")
-# Mixture name -> its tasks (the paper's ablations: without NER, without QRA, corpus only).
+LEDGER_TASKS = ("brd_ori", "brd_ner", "brd_qra", "brd_skd")  # the corpus and the teacher's reading
+TASKS = LEDGER_TASKS + ("brd_tdist",)  # + task distillation (`data.task_distill_dir`)
+# Mixture name -> its tasks: the paper's BRD mixture, its ablations (without NER, without QRA,
+# corpus only: FURTHER) and the baselines it is compared with or stacked on (task distillation,
+# SKD: the teacher's responses to the paragraphs).
 MIXTURES = {
-    "brd_mix": TASKS,
+    "brd_mix": LEDGER_TASKS,
     "brd_mix_no_ner": ("brd_ori", "brd_qra", "brd_skd"),
     "brd_mix_no_qra": ("brd_ori", "brd_ner", "brd_skd"),
     "brd_corpus_only": ("brd_ori",),
+    "brd_task_distill": ("brd_tdist",),
+    "brd_mix_task_distill": LEDGER_TASKS + ("brd_tdist",),
+    "brd_skd_only": ("brd_ori", "brd_skd"),
 }
 
 
@@ -111,7 +118,11 @@ def _kd_examples(tokenizer, cfg: DataConfig):
   eos = tokenizer.eos_id if tokenizer.eos_id is not None else 1
   by_task = {t: formatting.token_examples(paragraphs, readings, t, tokenizer.encode, eos,
                                           cfg.seq_len, table, cfg.sep, cfg.level)
-             for t in TASKS}
+             for t in LEDGER_TASKS}
+  by_task["brd_tdist"] = []  # the teacher's top-k exists for generated readings only
+  if cfg.task_distill_dir and "brd_tdist" in MIXTURES[cfg.mixture]:
+    raise UserError("train.kd_weight > 0 with task distillation: the teacher's top-k is stored "
+                    "for the ledger's readings only; use a mixture without brd_tdist")
   return by_task, table.arrays()
 
 
@@ -129,11 +140,13 @@ def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   paragraphs = read_paragraphs(cfg.paragraphs_dir)
   readings = formatting.read_ledger(cfg.ledger_dir) if cfg.ledger_dir else \
       formatting.Readings({})
+  from brd_jax.behaviors import task_distill
   return {
       "brd_ori": formatting.original_examples(paragraphs),
       "brd_ner": formatting.behavior_examples(paragraphs, readings, "ner", cfg.sep, cfg.level),
       "brd_qra": formatting.behavior_examples(paragraphs, readings, "qra", cfg.sep, cfg.level),
       "brd_skd": formatting.skd_examples(paragraphs, readings),
+      "brd_tdist": task_distill.read(cfg.task_distill_dir) if cfg.task_distill_dir else [],
   }
 
 
@@ -144,6 +157,9 @@ def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Regi
   cfg = cfg or DataConfig()
   if cfg.mixture not in MIXTURES:
     raise UserError(f"data.mixture={cfg.mixture!r}: one of {', '.join(MIXTURES)}")
+  if "brd_tdist" in MIXTURES[cfg.mixture] and not cfg.task_distill_dir:
+    raise UserError(f"data.mixture={cfg.mixture} mixes task distillation (brd_tdist), but "
+                    "data.task_distill_dir is not set")
   vocab = TokenizerVocabulary(tokenizer)
   kd_table = None
   if kd:

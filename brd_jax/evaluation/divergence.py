@@ -32,7 +32,9 @@ def _stats_fn(bind_s, bind_t):
     ent = -jnp.sum(p_t * lt, -1)
     nll = -jnp.take_along_axis(ls, tokens_BT[:, 1:, None], -1)[..., 0]
     m = (seg_BT[:, 1:] != 0).astype(jnp.float32)
-    return jnp.stack([jnp.sum(ce * m), jnp.sum((ce - ent) * m), jnp.sum(nll * m), jnp.sum(m)])
+    # per row (one document a row): the sums that make token-weighted means and their intervals
+    return jnp.stack([jnp.sum(ce * m, 1), jnp.sum((ce - ent) * m, 1), jnp.sum(nll * m, 1),
+                      jnp.sum(m, 1)])
   return stats
 
 
@@ -48,26 +50,30 @@ class Divergence:
     self.max_len = min(student.cfg.max_len, teacher.cfg.max_len)
 
   def score(self, texts: list[str], progress=None) -> dict:
+    """Token-weighted means over all texts, and `per_doc`: each text's sums (ce, kl, nll,
+    tokens), None for a text under two tokens."""
     ids = [self.tok.encode(t, add_bos=None)[-self.max_len:] for t in texts]
-    ids = [x for x in ids if len(x) >= 2]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    total = np.zeros(4)
+    order = sorted((i for i in range(len(ids)) if len(ids[i]) >= 2), key=lambda i: len(ids[i]))
+    per_doc = [None] * len(ids)
     i = 0
     while i < len(order):
       T = max(16, 1 << (len(ids[order[i]]) - 1).bit_length())
       rows = []
       while i < len(order) and len(ids[order[i]]) <= T and (len(rows) + 1) * T <= max(
           self.budget, T):
-        rows.append(ids[order[i]])
+        rows.append(order[i])
         i += 1
       toks = np.zeros((len(rows), T), np.int32)
       seg = np.zeros((len(rows), T), np.int32)
-      for r, x in enumerate(rows):
-        toks[r, :len(x)] = x
-        seg[r, :len(x)] = 1
-      total += np.asarray(self._stats(self.ps, self.pt, toks, seg), np.float64)
+      for r, j in enumerate(rows):
+        toks[r, :len(ids[j])] = ids[j]
+        seg[r, :len(ids[j])] = 1
+      sums = np.asarray(self._stats(self.ps, self.pt, toks, seg), np.float64)
+      for r, j in enumerate(rows):
+        per_doc[j] = [float(v) for v in sums[:, r]]
       if progress:
         progress(len(rows))
+    total = np.sum([x for x in per_doc if x is not None], axis=0) if order else np.zeros(4)
     n = max(total[3], 1.0)
     return {"ref_ce": total[0] / n, "ref_kl": total[1] / n, "student_nll": total[2] / n,
-            "ref_tokens": int(total[3])}
+            "ref_tokens": int(total[3]), "per_doc": per_doc}

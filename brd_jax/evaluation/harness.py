@@ -108,6 +108,34 @@ def _chunks(docs, cache: Cache, chunk_chars: int = CHUNK_CHARS
   return chunks + [chunk] if chunk else chunks
 
 
+def score(scorer, docs, cache: Cache, stop, task: str, progress_factory=None,
+          chunk_chars: int = CHUNK_CHARS) -> int:
+  """Scores every candidate of `docs` not yet in the cache, a chunk per commit; on SIGTERM
+  (`stop.requested`) raises Preempted after the chunk. Returns how many requests were scored."""
+  chunks = _chunks(docs, cache, chunk_chars)
+  n_todo = sum(map(len, chunks))
+  bar = progress_factory(task, n_todo) if progress_factory else None
+  for c, chunk in enumerate(chunks):
+    scored = scorer.loglik([r for _, r in chunk], progress=bar.update if bar else None)
+    cache.add((k, (g.loglik, g.n_tokens, g.is_greedy)) for (k, _), g in zip(chunk, scored))
+    if stop.requested:  # what is scored is cached; a rerun continues from there
+      raise Preempted(f"SIGTERM: {task}: {c + 1} of {len(chunks)} chunks scored and cached "
+                      f"in {cache.path}; rerun to continue")
+  if bar:
+    bar.close()
+  return n_todo
+
+
+def cached_scores(docs, cache: Cache) -> tuple[list, list]:
+  """Per document, the log-likelihood and token count of each candidate, from the cache."""
+  lls, ntoks = [], []
+  for d in docs:
+    vals = [cache.data[Cache.key(d.context, c)] for c in d.choices]
+    lls.append([v[0] for v in vals])
+    ntoks.append([v[1] for v in vals])
+  return lls, ntoks
+
+
 def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit=None,
              log_samples: bool = False, progress_factory=None, divergence=None,
              num_fewshot: int = 0, chunk_chars: int = CHUNK_CHARS) -> dict:
@@ -121,33 +149,22 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
       pool = tasks_lib.load(task, data_dir)
       docs = tasks_lib.fewshot(pool, num_fewshot)[:limit] if num_fewshot else pool[:limit or None]
       t0 = time.perf_counter()
-      chunks = _chunks(docs, cache, chunk_chars)
-      n_todo = sum(map(len, chunks))
-      bar = progress_factory(task, n_todo) if progress_factory else None
-      for c, chunk in enumerate(chunks):
-        scored = scorer.loglik([r for _, r in chunk], progress=bar.update if bar else None)
-        cache.add((k, (g.loglik, g.n_tokens, g.is_greedy)) for (k, _), g in zip(chunk, scored))
-        if stop.requested:  # what is scored is cached; a rerun continues from there
-          raise Preempted(f"SIGTERM: {task}: {c + 1} of {len(chunks)} chunks scored and cached "
-                          f"in {cache.path}; rerun to continue")
-      if bar:
-        bar.close()
-      lls, ntoks = [], []
-      for d in docs:
-        vals = [cache.data[Cache.key(d.context, c)] for c in d.choices]
-        lls.append([v[0] for v in vals])
-        ntoks.append([v[1] for v in vals])
+      n_todo = score(scorer, docs, cache, stop, task, progress_factory, chunk_chars)
+      lls, ntoks = cached_scores(docs, cache)
       results[task] = {**score_docs(docs, lls, ntoks),
                        "seconds": round(time.perf_counter() - t0, 2), "scored_now": n_todo}
+      per_doc = [None] * len(docs)
       if divergence is not None:
         bar = progress_factory(f"{task} (reference)", len(docs)) if progress_factory else None
         results[task].update(divergence.score([d.context + d.choices[d.gold] for d in docs],
                                               bar.update if bar else None))
+        per_doc = results[task].pop("per_doc")
         if bar:
           bar.close()
-      if log_samples:
+      if log_samples:  # with a reference: each document's sums (ce, kl, nll, tokens) too
         atomic_write_text(samples_path(out_dir, task), "".join(
             json.dumps({"context": d.context, "choices": d.choices, "gold": d.gold,
-                        "loglik": ll, "n_tokens": nt}, ensure_ascii=False) + "\n"
-            for d, ll, nt in zip(docs, lls, ntoks)))
+                        "loglik": ll, "n_tokens": nt,
+                        **({"ref": ref} if ref is not None else {})}, ensure_ascii=False) + "\n"
+            for d, ll, nt, ref in zip(docs, lls, ntoks, per_doc)))
   return results

@@ -241,6 +241,28 @@ def _bigbench_json(spec: str) -> dict:
     raise UserError(f"{path}: invalid JSON ({e})") from None
 
 
+def _bigbench_examples(data: dict) -> list[dict]:
+  return [ex for ex in data.get("examples", []) if ex.get("target_scores")]
+
+
+def _bigbench_prompts(data: dict) -> list[tuple[str, list[str]]]:
+  """(context, choices) of each multiple-choice example; the choices are target_scores' keys,
+  and their scores (the labels) are not read."""
+  import numpy as np
+  prefix = str(data.get("task_prefix", ""))
+  q, a = data.get("example_input_prefix", "\nQ: "), data.get("example_output_prefix", "\nA: ")
+  cp = data.get("choice_prefix", "\n  choice: ")
+  append = data.get("append_choices_to_input", True)
+  out = []
+  for ex in _bigbench_examples(data):
+    choices, text = list(ex["target_scores"]), ex["input"]
+    if append:
+      order = np.random.RandomState(seed=42).permutation(sorted(choices))
+      text = text + cp + cp.join(order)
+    out.append((prefix + q + text + a, choices))
+  return out
+
+
 def bigbench_docs(spec: str, data: dict) -> list[Doc]:
   """A BIG-bench JSON task with target_scores, formatted with BIG-bench's own conventions.
 
@@ -248,24 +270,12 @@ def bigbench_docs(spec: str, data: dict) -> list[Doc]:
   contradictions`) or a path to a task.json; data: that task.json. Prompt = task_prefix + "\nQ: "
   + input [+ the choices, each after "\n  choice: ", in BIG-bench's seed-42 order] + "\nA: ".
   """
-  import numpy as np
-  prefix = str(data.get("task_prefix", ""))
-  q, a = data.get("example_input_prefix", "\nQ: "), data.get("example_output_prefix", "\nA: ")
-  cp = data.get("choice_prefix", "\n  choice: ")
-  append = data.get("append_choices_to_input", True)
   docs = []
-  for ex in data.get("examples", []):
-    scores = ex.get("target_scores")
-    if not scores:
-      continue
-    text = ex["input"]
-    if append:
-      order = np.random.RandomState(seed=42).permutation(sorted(scores))
-      text = text + cp + cp.join(order)
+  for ex, (context, choices) in zip(_bigbench_examples(data), _bigbench_prompts(data)):
+    scores = ex["target_scores"]
     best = max(scores.values())
-    choices = list(scores)
-    docs.append(Doc(prefix + q + text + a, choices,
-                    next(i for i, c in enumerate(choices) if scores[c] == best), delimiter=""))
+    docs.append(Doc(context, choices, next(i for i, c in enumerate(choices) if scores[c] == best),
+                    delimiter=""))
   if not docs:
     raise UserError(f"BIG-bench task {spec}: no examples with target_scores (only multiple-choice "
                     "tasks)")
@@ -334,6 +344,23 @@ def inputs(task: str, data_dir=None, split: str | None = None) -> list[list[str]
   if t is None:
     return [[ex["input"]] for ex in rows.get("examples", []) if isinstance(ex.get("input"), str)]
   return [[str(r[f]) for f in t.input_fields] for r in rows]
+
+
+def prompts(task: str, data_dir=None) -> list[Doc]:
+  """Every example's prompt and candidates as `load` builds them, with gold = -1: the labels are
+  not read (task distillation asks the teacher instead)."""
+  t, rows, where = _source(task, data_dir)
+  if t is None:
+    return [Doc(c, ch, -1, delimiter="") for c, ch in _bigbench_prompts(rows)]
+  out = []
+  for i, r in enumerate(rows):
+    try:
+      made = t.prompt(r) if isinstance(r, dict) else None
+    except KeyError as e:
+      raise UserError(f"task {task}: {where}, example {i + 1}: no field {e}") from None
+    if made is not None:
+      out.append(Doc(*made, -1, t.delimiter))
+  return out
 
 
 def input_texts(task_names, data_dir=None) -> dict[str, list[str]]:

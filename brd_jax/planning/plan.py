@@ -267,6 +267,36 @@ def run(topology_name: str | None = None, aot: bool = False):
   return topo, [PLANNERS[s](topo, pcfg, aot) for s in pcfg.stages]
 
 
+def experiment(plans: list[StagePlan]) -> dict | None:
+  """The experiment's cost: the teacher's stages once, then every arm x seed's training (an
+  arm's train.steps / train.batch_size / data.seq_len scale its run; other bindings do not)."""
+  from brd_jax.data.config import DataConfig
+  from brd_jax.experiment import PipelineConfig
+  from brd_jax.training.config import StudentConfig, TrainConfig
+  by = {sp.stage: sp for sp in plans}
+  if "train" not in by or by["train"].days is None:
+    return None
+  pcfg, t0, d0 = PipelineConfig(), TrainConfig(), DataConfig()
+  runs = pcfg.runs(d0, t0, StudentConfig())
+  tokens0 = t0.steps * t0.batch_size * d0.seq_len
+  per_run = {name: by["train"].days * (t.steps * t.batch_size * d.seq_len) / tokens0
+             for name, (_, _, d, t, _) in runs.items()}
+  teacher = by["generate"].days if "generate" in by else None  # None: corpus size unknown
+  return {"teacher_days": teacher, "runs": per_run, "student_days": sum(per_run.values()),
+          "arms": list(pcfg.arm_bindings())}
+
+
+def _render_experiment(exp: dict) -> list[str]:
+  out = [f"\n[experiment] {len(exp['arms'])} arms, {len(exp['runs'])} student runs (arm x seed) "
+         "on one corpus and one ledger",
+         "  teacher (generate), once: " + (f"{exp['teacher_days']:.2f} days"
+                                            if exp["teacher_days"] is not None else
+                                            "not estimated (corpus.max_paragraphs = 0)"),
+         f"  students (train), all runs: {exp['student_days']:.2f} days"]
+  out += [f"  - {name}: {days:.2f} days" for name, days in exp["runs"].items()]
+  return out
+
+
 def _size(n: float) -> str:
   return f"{n / GiB:8.2f} GiB" if n >= GiB / 10 else f"{n / 2 ** 20:8.2f} MiB"
 
@@ -297,6 +327,9 @@ def render(topo, plans: list[StagePlan]) -> str:
     out.append(f"  {sp.flops_per_token / 1e9:.2f} GFLOP/token, {sp.tokens_per_s:,.0f} tokens/s"
                + (f", {sp.days:.2f} days" if sp.days is not None else ""))
     out.extend(f"  - {n}" for n in sp.notes)
+  exp = experiment(plans)
+  if exp:
+    out += _render_experiment(exp)
   return "\n".join(out)
 
 
@@ -316,5 +349,6 @@ def summary(topo, plans: list[StagePlan]) -> dict:
       "compiled": [{**dataclasses.asdict(c), "analytic_bytes": int(sp.steps.get(
           c.what, sp.memory).total)} for c in sp.compiled],
       "fits": sp.needs() <= topo.hbm_bytes, "flops_per_token": sp.flops_per_token,
-      "tokens_per_s": sp.tokens_per_s, "days": sp.days, "notes": sp.notes} for sp in plans]}
+      "tokens_per_s": sp.tokens_per_s, "days": sp.days, "notes": sp.notes} for sp in plans],
+      "experiment": experiment(plans)}
 
