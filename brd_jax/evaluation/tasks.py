@@ -354,8 +354,11 @@ def prompts(task: str, data_dir=None) -> list[Doc]:
     return [Doc(c, ch, -1, delimiter="") for c, ch in _bigbench_prompts(rows)]
   out = []
   for i, r in enumerate(rows):
+    if not isinstance(r, dict):
+      raise UserError(f"task {task}: {where}, example {i + 1}: not an object but "
+                      f"{type(r).__name__}")
     try:
-      made = t.prompt(r) if isinstance(r, dict) else None
+      made = t.prompt(r)
     except KeyError as e:
       raise UserError(f"task {task}: {where}, example {i + 1}: no field {e}") from None
     if made is not None:
