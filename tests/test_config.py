@@ -98,7 +98,7 @@ def test_experiment_configs_parse_validate_and_build_the_abstract_train_state(na
   from brd_jax.planning import plan
   runs = p.runs(d, t, s)
   p.check_runs(runs, GenerateConfig().behaviors)
-  assert len(runs) == len(p.arm_bindings()) * max(1, len(p.seeds))
+  assert len(runs) == sum(max(1, len(b.get("seeds", p.seeds))) for b in p.arm_bindings().values())
   teacher = GenerateConfig().teacher
   if teacher.startswith("asset:"):  # the plan reads the teacher's shape from its file
     import needs
