@@ -59,6 +59,14 @@ def joint_bootstrap(diffs: list[np.ndarray], n: int = 2000, seed: int = 0, weigh
           float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
+def _by_arm(arms: dict) -> dict[str, list[str]]:
+  """arm -> its runs (one per seed), from run name -> arm."""
+  out: dict[str, list[str]] = {}
+  for run, arm in arms.items():
+    out.setdefault(arm, []).append(run)
+  return out
+
+
 def _arm_hits(workdir: pathlib.Path, runs: list[str], task: str) -> np.ndarray | None:
   """Per-document hits of an arm, averaged over its seeds' runs (None until all are scored)."""
   files = [samples_path(workdir / "eval" / f"student_{r}", task) for r in runs]
@@ -69,9 +77,7 @@ def _arm_hits(workdir: pathlib.Path, runs: list[str], task: str) -> np.ndarray |
 
 def _arms_section(workdir, tasks, arms: dict, reference: str) -> list[str]:
   """Each arm minus the reference arm, per task and on the average over tasks."""
-  by_arm: dict[str, list[str]] = {}
-  for run, arm in arms.items():
-    by_arm.setdefault(arm, []).append(run)
+  by_arm = _by_arm(arms)
   if len(by_arm) < 2:
     return []
   lines = [f"## Arms minus {reference} (acc_mean_token, points)", "",
@@ -118,9 +124,7 @@ def _arm_divergence(workdir: pathlib.Path, runs: list[str], task: str):
 def _divergence_section(workdir, tasks, arms: dict, reference: str) -> list[str]:
   """Each arm's CE and KL to the teacher minus the reference arm's (nats/token), per task and on
   the average over tasks, with paired bootstrap intervals over documents."""
-  by_arm: dict[str, list[str]] = {}
-  for run, arm in arms.items():
-    by_arm.setdefault(arm, []).append(run)
+  by_arm = _by_arm(arms)
   if len(by_arm) < 2:
     return []
   ref = {t: _arm_divergence(workdir, by_arm[reference], t) for t in tasks}
