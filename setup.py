@@ -19,11 +19,9 @@ setup(
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12.8,<0.13",
         "numpy>=2.0,<3",
-        "transformers>=5.23,<6",
         "tokenizers>=0.23,<0.24",
         "safetensors>=0.8,<0.9",
-        "accelerate>=1.15,<2",
-        "datasets>=5.2,<6",
+        "pyarrow>=15",  # Parquet corpora
         "tensorflow>=2.21,<2.22",
         "tensorflow-text>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10,<5",
@@ -31,6 +29,7 @@ setup(
         "seqio==0.0.20",
         "gin-config>=0.5,<0.6",
         "gguf>=0.19,<0.20",
+        "jinja2>=3.1",  # chat templates
         "sentencepiece>=0.2.3,<0.3",
         "tqdm>=4.66",
         "rich>=13",
@@ -41,9 +40,18 @@ setup(
         "datasketch[bloom]>=2.0,<3",
         "xxhash>=3.4",
     ],
+    # install_requires is what `brd` needs to run (the main job's lean set-up); the extras add
+    # the references the tests compare with, the peers the benches time, and platforms.
     extras_require={
+        # corpora and evaluation rows from HF datasets (`hf:` sources, save_to_disk folders)
+        "hf": ["datasets>=5.2,<6"],
+        # the sentence splitters corpus.splitter can name besides blingfire (the default)
+        "splitters": ["pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
+        # pytorch_model*.bin checkpoints (safetensors and GGUF need no torch)
+        "torch": ["torch>=2.13,<3"],
         # jax[tpu] brings libtpu: `brd plan --aot` compiles for TPU topologies on this CPU
         "test": ["pytest>=9,<10", "pytest-xdist>=3.8,<4", "hypothesis>=6.100", "torch==2.13.0",
+                 "datasets>=5.2,<6", "transformers>=5.23,<6", "accelerate>=1.15,<2",
                  "jax[tpu]>=0.10.2,<0.11",
                  # gs:// workdirs, tested against a local GCS emulator
                  "gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4",
@@ -52,7 +60,7 @@ setup(
                  "lm-eval[hf]>=0.4.13,<0.5",
                  # the splitters `brd bench split` compares with blingfire
                  "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
-        "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3"],
+        "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3", "transformers>=5.23,<6"],
         # gs:// workdirs (ledger, checkpoints, eval output on shared storage) through fsspec
         "gcs": ["gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11", "gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4"],

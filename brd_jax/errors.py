@@ -8,3 +8,14 @@ class UserError(Exception):
 
 class Preempted(Exception):
   """SIGTERM arrived: the work done so far is committed; rerunning the command continues it."""
+
+
+def optional_import(module: str, extra: str, what: str):
+  """An optional dependency (outside the main job's lean install), or a one-line UserError that
+  names the extra bringing it."""
+  import importlib
+  try:
+    return importlib.import_module(module)
+  except ImportError:
+    raise UserError(f"{what} needs the {module!r} package: pip install 'brd_jax[{extra}]'") \
+        from None

@@ -35,6 +35,9 @@ class PipelineConfig:
   eval_student_init: bool = True
   compare_to_teacher: bool = True  # students' eval adds CE / KL to the teacher (same tokenizer)
   devices: int = 0                # the device count a config is written for (0: any)
+  # arm -> the paper's average accuracy (%) for its counterpart, shown beside ours in the report
+  paper: dict | None = None
+  paper_source: str = ""          # where those figures are from (table, setting, tasks)
 
   def __post_init__(self):
     for arm, bindings in self.arm_bindings().items():
@@ -50,6 +53,10 @@ class PipelineConfig:
                           "student.* setting (or 'seeds')")
     if self.reference and self.reference not in self.arm_bindings():
       raise UserError(f"pipeline.reference={self.reference!r} is not one of the arms")
+    for arm, v in (self.paper or {}).items():
+      if arm not in self.arm_bindings() or not isinstance(v, (int, float)):
+        raise UserError(f"pipeline.paper[{arm!r}]={v!r}: the paper's figure (a number) for one "
+                        f"of the arms ({', '.join(self.arm_bindings())})")
     _check_seeds("pipeline.seeds", self.seeds)
 
   def arm_bindings(self) -> dict[str, dict]:

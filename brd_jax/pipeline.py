@@ -156,7 +156,8 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
 
   from brd_jax import pipeline_report
   report, headline = pipeline_report.write(
-      workdir, list(models), {n: r[0] for n, r in runs.items()}, pcfg.reference_arm())
+      workdir, list(models), {n: r[0] for n, r in runs.items()}, pcfg.reference_arm(),
+      pcfg.paper, pcfg.paper_source)
   return {"report": str(report), "headline": headline,
           "stages": {p.stem: json.loads(p.read_text())["seconds"]
                      for p in sorted(stages.dir.glob("*.json"), key=lambda p: p.name)},

@@ -70,15 +70,39 @@ def _by_arm(arms: dict) -> dict[str, list[str]]:
 def _arm_hits(workdir: pathlib.Path, runs: list[str], task: str) -> np.ndarray | None:
   """Per-document hits of an arm, averaged over its seeds' runs (None until all are scored)."""
   files = [samples_path(workdir / "eval" / f"student_{r}", task) for r in runs]
-  if not all(f.exists() for f in files):
+  if not files or not all(f.exists() for f in files):
     return None
   return np.mean([_hits(f) for f in files], axis=0)
 
 
-def _arms_section(workdir, tasks, arms: dict, reference: str) -> list[str]:
-  """Each arm minus the reference arm, per task and on the average over tasks."""
+def _arm_differences(workdir, tasks, arms: dict, reference: str) -> dict:
+  """arm -> {"seeds", "tasks": {task: (n, diff, lo, hi)}, "avg": (n, diff, lo, hi) or None,
+  "acc": the arm's mean accuracy over tasks}, every arm but the reference, in points."""
   by_arm = _by_arm(arms)
-  if len(by_arm) < 2:
+  ref = {t: _arm_hits(workdir, by_arm[reference], t) for t in tasks}
+  out = {}
+  for arm, runs in by_arm.items():
+    if arm == reference:
+      continue
+    per_task, diffs, accs = {}, [], []
+    for t in tasks:
+      a = _arm_hits(workdir, runs, t)
+      if a is None or ref[t] is None:
+        continue
+      per_task[t] = (len(a), *(100 * v for v in paired_bootstrap(a, ref[t])))
+      diffs.append(a - ref[t])
+      accs.append(100 * a.mean())
+    avg = None
+    if len(diffs) > 1:
+      avg = (sum(map(len, diffs)), *(100 * v for v in joint_bootstrap(diffs)))
+    out[arm] = {"seeds": len(runs), "tasks": per_task, "avg": avg,
+                "acc": float(np.mean(accs)) if accs else None}
+  return out
+
+
+def _arms_section(diffs: dict, reference: str) -> list[str]:
+  """Each arm minus the reference arm, per task and on the average over tasks."""
+  if not diffs:
     return []
   lines = [f"## Arms minus {reference} (acc_mean_token, points)", "",
            "Paired bootstrap over documents (2000 resamples): an arm's seeds are averaged per "
@@ -86,24 +110,100 @@ def _arms_section(workdir, tasks, arms: dict, reference: str) -> list[str]:
            "once. An interval containing 0 means the difference is within noise.", "",
            f"| arm | task | seeds | n | arm - {reference} | 95% interval |",
            "|---|---|---|---|---|---|"]
-  ref = {t: _arm_hits(workdir, by_arm[reference], t) for t in tasks}
-  for arm, runs in by_arm.items():
-    if arm == reference:
-      continue
-    diffs = []
-    for t in tasks:
-      a = _arm_hits(workdir, runs, t)
-      if a is None or ref[t] is None:
-        continue
-      d, lo, hi = paired_bootstrap(a, ref[t])
-      diffs.append(a - ref[t])
-      lines.append(f"| {arm} | {NAMES.get(t, t)} | {len(runs)} | {len(a)} | {100 * d:+.1f} | "
-                   f"[{100 * lo:+.1f}, {100 * hi:+.1f}] |")
-    if len(diffs) > 1:
-      d, lo, hi = joint_bootstrap(diffs)
-      lines.append(f"| {arm} | Avg | {len(runs)} | {sum(map(len, diffs))} | {100 * d:+.1f} | "
-                   f"[{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+  for arm, st in diffs.items():
+    rows = [(NAMES.get(t, t), v) for t, v in st["tasks"].items()]
+    if st["avg"]:
+      rows.append(("Avg", st["avg"]))
+    for name, (n, d, lo, hi) in rows:
+      lines.append(f"| {arm} | {name} | {st['seeds']} | {n} | {d:+.1f} | "
+                   f"[{lo:+.1f}, {hi:+.1f}] |")
   return lines + [""]
+
+
+def _paper_section(diffs: dict, reference: str, ref_acc: float | None, paper: dict,
+                   source: str) -> list[str]:
+  """Our arms' averages and differences beside the paper's figures for the same arms."""
+  if not paper or not diffs:
+    return []
+  lines = ["## Beside the paper (average accuracy over tasks, %)", "",
+           f"The paper's figures: {source or 'as configured in pipeline.paper'}. Its tasks, "
+           "teacher, student and scale differ from this run's: compare the signs and the "
+           "intervals, not the levels.", "",
+           f"| arm | ours | ours: arm - {reference} | 95% interval | paper | "
+           f"paper: arm - {reference} |", "|---|---|---|---|---|---|"]
+  fmt = lambda v: "–" if v is None else f"{v:.1f}"
+  p_ref = paper.get(reference)
+  lines.append(f"| {reference} | {fmt(ref_acc)} | | | {fmt(p_ref)} | |")
+  for arm, st in diffs.items():
+    n, d, lo, hi = st["avg"] or (None,) * 4
+    p = paper.get(arm)
+    p_diff = f"{p - p_ref:+.1f}" if p is not None and p_ref is not None else "–"
+    ours = "–" if d is None else f"{d:+.1f}"
+    ci = "" if d is None else f"[{lo:+.1f}, {hi:+.1f}]"
+    lines.append(f"| {arm} | {fmt(st['acc'])} | {ours} | {ci} | {fmt(p)} | {p_diff} |")
+  return lines + [""]
+
+
+def _plot_arms(path, diffs: dict, reference: str, paper: dict | None) -> None:
+  """Every arm minus the reference: per task (dots), the average over tasks with its interval
+  (bar), and the paper's difference where it has one (cross)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  names = list(diffs)
+  fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * len(names)))
+  p_ref = (paper or {}).get(reference)
+  for y, arm in enumerate(names):
+    st = diffs[arm]
+    ax.scatter([v[1] for v in st["tasks"].values()], [y] * len(st["tasks"]), s=14,
+               color="0.6", label="per task" if y == 0 else None, zorder=2)
+    if st["avg"]:
+      _, d, lo, hi = st["avg"]
+      ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color="C0", capsize=4,
+                  label="average over tasks, 95% interval" if y == 0 else None, zorder=3)
+    p = (paper or {}).get(arm)
+    if p is not None and p_ref is not None:
+      ax.scatter([p - p_ref], [y], marker="x", s=50, color="C3",
+                 label="the paper" if y == 0 else None, zorder=4)
+  ax.axvline(0, color="k", lw=0.8)
+  ax.set_yticks(range(len(names)), names)
+  ax.invert_yaxis()
+  ax.set_xlabel(f"accuracy minus {reference} (points, acc_mean_token)")
+  ax.set_title(f"arms minus {reference}")
+  ax.legend(fontsize=8, loc="best")
+  fig.tight_layout()
+  save_figure(fig, path)
+
+
+def _data_section(workdir: pathlib.Path, arms: dict) -> list[str]:
+  """What each arm trained on: its unique text (as trained) and how many times it saw it."""
+  rows = []
+  for arm, runs in _by_arm(arms).items():
+    sums = []
+    for r in runs:
+      try:
+        sums.append(json.loads((workdir / "stages" / f"train_{r}.json").read_text())["summary"])
+      except (OSError, ValueError, KeyError):
+        pass
+    if not sums or sums[0].get("unique_tokens") is None:
+      continue
+    s0, seen = sums[0], [s["tokens_seen"] for s in sums if s.get("tokens_seen") is not None]
+    examples = ", ".join(f"{t.removeprefix('brd_')} {n}" for t, n in s0["examples"].items())
+    mean_seen = np.mean(seen) if seen else None
+    epochs = f"{mean_seen / s0['unique_tokens']:.1f}" if mean_seen is not None else "–"
+    cut = s0["tokens_cut"] / max(s0["tokens_cut"] + s0["unique_tokens"], 1)
+    rows.append(f"| {arm} | {s0['mixture']} ({s0['level']}) | {examples} | "
+                f"{s0['unique_tokens']} | {100 * cut:.0f}% | "
+                f"{'–' if mean_seen is None else f'{mean_seen:.0f}'} | {epochs} |")
+  if not rows:
+    return []
+  return ["## Training data per arm", "",
+          "Unique tokens: the mixture's examples as trained (EOS added, each cut to data.seq_len; "
+          "the cut share is lost to training). Tokens seen: per run (mean over seeds). Epochs: "
+          "tokens seen / unique tokens; an arm far above 1 repeats its text, one near 1 sees it "
+          "about once.", "",
+          "| arm | mixture (level) | examples per task | unique tokens | cut by seq_len | "
+          "tokens seen | epochs over unique text |", "|---|---|---|---|---|---|---|"] + rows + [""]
 
 
 def _arm_divergence(workdir: pathlib.Path, runs: list[str], task: str):
@@ -193,9 +293,11 @@ def _plot_loss(path, curves: dict) -> None:
   save_figure(fig, path)
 
 
-def write(workdir, models, arms: dict, reference: str) -> tuple[pathlib.Path, str]:
+def write(workdir, models, arms: dict, reference: str, paper: dict | None = None,
+          paper_source: str = "") -> tuple[pathlib.Path, str]:
   """Writes WORKDIR/report.md (and its plots); returns its path and its headline: the title and
-  the table by the paper's rule. `arms`: student run name -> its arm (seeds are runs of one arm).
+  the table by the paper's rule. `arms`: student run name -> its arm (seeds are runs of one arm);
+  `paper`: arm -> the paper's average accuracy for it (%), shown beside ours.
   """
   workdir = as_path(workdir)
   results = _load(workdir, models)
@@ -214,7 +316,16 @@ def write(workdir, models, arms: dict, reference: str) -> tuple[pathlib.Path, st
                    for m, r in results.items()], "acc_mean_token (%)",
                   "zero-shot accuracy per model")
     lines += ["![accuracy](report_accuracy.png)", ""]
-  lines += _arms_section(workdir, tasks, arms, reference)
+  diffs = _arm_differences(workdir, tasks, arms, reference) if len(_by_arm(arms)) > 1 else {}
+  lines += _arms_section(diffs, reference)
+  if any(st["avg"] or st["tasks"] for st in diffs.values()):
+    _plot_arms(workdir / "report_arms.png", diffs, reference, paper)
+    lines += ["![arms](report_arms.png)", ""]
+  ref_hits = [_arm_hits(workdir, _by_arm(arms).get(reference, []), t) for t in tasks]
+  ref_acc = [100 * h.mean() for h in ref_hits if h is not None]
+  lines += _paper_section(diffs, reference, float(np.mean(ref_acc)) if ref_acc else None,
+                          paper or {}, paper_source)
+  lines += _data_section(workdir, arms)
   div = {m: r for m, r in results.items() if all("ref_ce" in r[t] for t in r)}
   if div:
     lines += ["## Teacher-student divergence (nats/token over context + gold answer, mean over "

@@ -165,6 +165,32 @@ def check_arms_differ(work) -> None:
       (work / "eval" / m / "results.json").read_text())["tasks"].values()]) for m in ce}
   assert all(abs(ce[m] - exact[m]) < 6e-4 for m in ce), (ce, exact)
   assert len({round(v, 9) for v in exact.values()}) == 3, exact
+  check_data_rows(work, pars)
+
+
+def check_data_rows(work, pars) -> None:
+  """The report's training-data rows against counts made here. Tokens seen: the sum of every
+  step's target tokens (log_every = 1 writes one metrics record a step). The control's unique
+  text: its paragraphs as bytes (the bytes tokenizer: a token a byte) plus EOS, each cut to
+  data.seq_len = 64. The BRD arm holds more text than the control, so it repeats it less."""
+  rows = (work / "report.md").read_text().split("## Training data per arm")[1].split("\n## ")[0]
+  got = {}
+  for arm in ("brd", "corpus_only"):
+    recs = metrics.read(work / f"train_{arm}")
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    seen = sum(int(r["tokens"]) for r in recs)
+    assert recs[-1]["tokens_seen"] == seen
+    row = next(l for l in rows.splitlines() if l.startswith(f"| {arm} |")).split("|")
+    unique, epochs = int(row[4]), float(row[7])
+    assert int(row[6]) == seen, (row, seen)
+    assert epochs == pytest.approx(seen / unique, abs=0.051), row
+    got[arm] = unique, epochs
+  lengths = [len((p.get("text") or " ".join(p["sentences"])).encode()) + 1 for p in pars]
+  assert got["corpus_only"][0] == sum(min(n, 64) for n in lengths), (got, lengths)
+  cut = 1 - sum(min(n, 64) for n in lengths) / sum(lengths)
+  assert f"| {100 * cut:.0f}% |" in next(l for l in rows.splitlines()
+                                         if l.startswith("| corpus_only |"))
+  assert got["brd"][0] > got["corpus_only"][0] and got["brd"][1] < got["corpus_only"][1], got
 
 
 @pytest.mark.slow
@@ -308,6 +334,7 @@ def test_pipeline_killed_in_every_stage_then_rerun_gives_the_same_report(tiny_se
 ARMS3 = ("{'brd': {}, 'tdist_brd': {'data.mixture': 'brd_mix_task_distill'}, "
          "'corpus_only': {'data.mixture': 'brd_corpus_only'}}")
 ARMS4 = ARMS3[:-1] + ", 'no_ner': {'data.mixture': 'brd_mix_no_ner'}}"
+PAPER = {"brd": 57.5, "corpus_only": 47.1}
 
 
 def _ran(stdout: str) -> set:
@@ -382,6 +409,24 @@ def check_divergence_rows(work, arm, seeds, tasks) -> None:
     assert want in rows, (want, rows)
 
 
+def check_paper_rows(work, seeds, tasks, paper) -> None:
+  """The beside-the-paper table: our arms' mean accuracy over tasks (seeds averaged) from the
+  samples, our Avg difference, and the paper's difference from the configured figures; an arm
+  without a figure shows none. And the arms' plot exists."""
+  rows = (work / "report.md").read_text().split("## Beside the paper")[1].split("\n## ")[0]
+  acc = lambda arm: np.mean([100 * np.mean([_hits_of(work, f"{arm}-s{s}", t) for s in seeds])
+                             for t in tasks])
+  ref = acc("corpus_only")
+  assert f"| corpus_only | {ref:.1f} | | | {paper['corpus_only']:.1f} | |" in rows, rows
+  for arm in ("brd", "tdist_brd"):
+    line = next(l for l in rows.splitlines() if l.startswith(f"| {arm} |"))
+    assert line.startswith(f"| {arm} | {acc(arm):.1f} | {acc(arm) - ref:+.1f} | ["), (line, rows)
+    tail = (f"| {paper[arm]:.1f} | {paper[arm] - paper['corpus_only']:+.1f} |" if arm in paper
+            else "| – | – |")
+    assert line.endswith(tail), (line, tail)
+  assert (work / "report_arms.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def _kill_during(cmd, stage, ready) -> None:
   """Runs `brd pipeline ...` and SIGKILLs it inside `stage`, once `ready()` holds."""
   import signal
@@ -420,7 +465,8 @@ def test_an_experiment_of_three_arms_and_two_seeds_reads_once_and_adds_an_arm_al
   base = ["pipeline", "--workdir", work, "--gin_file", gin, "--no_progress",
           "--gin", "pipeline.seeds = (0, 1)", "--gin", "pipeline.eval_teacher = False",
           "--gin", f"pipeline.task_distill = ('bigbench:{second}',)", "--gin",
-          f"eval.tasks = ('bigbench:{root / 'even' / 'task.json'}', 'bigbench:{second}')"]
+          f"eval.tasks = ('bigbench:{root / 'even' / 'task.json'}', 'bigbench:{second}')",
+          "--gin", f"pipeline.paper = {PAPER}"]
   r = brd(*base, "--gin", f"pipeline.arms = {ARMS3}")
   assert r.returncode == 0, r.stderr[-4000:]
   runs = [f"{a}-s{s}" for a in ("brd", "tdist_brd", "corpus_only") for s in (0, 1)]
@@ -436,6 +482,7 @@ def test_an_experiment_of_three_arms_and_two_seeds_reads_once_and_adds_an_arm_al
   assert len(tasks) == 2
   for arm in ("brd", "tdist_brd"):
     check_arm_rows(work, arm, (0, 1), tasks)
+  check_paper_rows(work, (0, 1), tasks, PAPER)
 
   copy = root / "experiment_killed"
   shutil.copytree(work, copy)
@@ -472,6 +519,7 @@ def test_an_experiment_of_three_arms_and_two_seeds_reads_once_and_adds_an_arm_al
     ("pipeline.seeds = (1, 1)", "distinct integers"),
     ("pipeline.arms = {'a': {'data.mixture': 'brd_mix'}, 'b': {'data.mixture': 'nope'}}",
      "run b: data.mixture='nope'"),
+    ("pipeline.paper = {'nope': 50.0}", "pipeline.paper['nope']=50.0: the paper's figure"),
 ])
 def test_bad_arms_are_one_line_errors_before_any_stage(tmp_path, binding, says):
   r = brd("pipeline", "--workdir", tmp_path / "w", "--gin_file", "experiments/demo_cpu",

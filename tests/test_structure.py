@@ -113,3 +113,68 @@ def test_every_curated_break_still_applies_to_the_tree():
   stale = [f"{b.name}: {(root / b.file).read_text().count(b.old)} times in {b.file}"
            for b in mutations.BREAKS if (root / b.file).read_text().count(b.old) != 1]
   assert stale == []
+
+
+def _third_party_imports(package: pathlib.Path) -> dict[str, str]:
+  """Top-level module -> a file importing it unguarded: not through `optional_import`, not
+  inside a `try` that catches ImportError, not in `benchmarks/` (the bench extra)."""
+  import sys
+  out = {}
+  for p in package.rglob("*.py"):
+    if "benchmarks" in p.parts or p.name.endswith("_test.py"):
+      continue
+    tree = ast.parse(p.read_text(), str(p))
+    guarded = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Try) and any(
+          isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+          for h in node.handlers):
+        guarded.update(id(n) for b in node.body for n in ast.walk(b))
+    for node in ast.walk(tree):
+      if id(node) in guarded:
+        continue
+      mods = []
+      if isinstance(node, ast.Import):
+        mods = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and not node.level:
+        mods = [node.module]
+      for m in mods:
+        top = m.split(".")[0]
+        if top != "brd_jax" and top not in sys.stdlib_module_names:
+          out.setdefault(top, str(p.relative_to(package.parent)))
+  return out
+
+
+def _runtime_closure() -> set[str]:
+  """The distributions setup.py's install_requires brings, transitively (no extras)."""
+  import importlib.metadata as md
+  from packaging.requirements import Requirement
+  from packaging.utils import canonicalize_name
+  setup = next(n for n in ast.walk(ast.parse((PACKAGE.parent / "setup.py").read_text()))
+               if isinstance(n, ast.keyword) and n.arg == "install_requires")
+  todo = [Requirement(e.value) for e in setup.value.elts]
+  seen = set()
+  while todo:
+    r = todo.pop()
+    name = canonicalize_name(r.name)
+    if name in seen or (r.marker and not r.marker.evaluate({"extra": ""})):
+      continue
+    seen.add(name)
+    for q in map(Requirement, md.requires(r.name) or ()):
+      if q.marker and any(q.marker.evaluate({"extra": e}) for e in r.extras):
+        q.marker = None  # asked for through an extra, e.g. datasketch[bloom]
+      todo.append(q)
+  return seen
+
+
+def test_the_lean_install_holds_every_unguarded_import_and_no_test_reference():
+  """`./launch/quickstart.sh` installs install_requires only: whatever the package imports
+  outside `optional_import` must come with it, and the tests' references must not."""
+  import importlib.metadata as md
+  from packaging.utils import canonicalize_name
+  closure = _runtime_closure()
+  dists = md.packages_distributions()
+  missing = {m: f for m, f in _third_party_imports(PACKAGE).items()
+             if not {canonicalize_name(d) for d in dists.get(m, [m])} & closure}
+  assert not missing, f"imported but not in the lean install (module: a file): {missing}"
+  assert not closure & {"torch", "lm-eval", "libtpu", "transformers", "pytest"}, sorted(closure)

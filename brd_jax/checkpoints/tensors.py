@@ -10,7 +10,7 @@ import struct
 import ml_dtypes
 import numpy as np
 
-from brd_jax.errors import UserError
+from brd_jax.errors import UserError, optional_import
 
 _ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -54,7 +54,7 @@ class TorchBinFile:
   """A pytorch_model*.bin read with torch.load(weights_only=True): no arbitrary unpickling."""
 
   def __init__(self, path: pathlib.Path):
-    import torch
+    torch = optional_import("torch", "torch", f"reading {path.name} (a PyTorch .bin)")
     try:
       self._sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError for anything but plain tensors

@@ -17,7 +17,7 @@ import pathlib
 from typing import Iterator
 
 from brd_jax.corpus.filters import ends_sentence
-from brd_jax.errors import UserError
+from brd_jax.errors import UserError, optional_import
 
 FORMATS = ("auto", "cc100", "text", "wrapped", "jsonl", "parquet", "hf", "tfds")
 
@@ -264,7 +264,7 @@ def _parquet(src: Source, cfg, counts):
 
 
 def _hf(src: Source, cfg, counts):
-  import datasets
+  datasets = optional_import("datasets", "hf", f"the corpus input {src.path} (hf:)")
   where, split = src.path.rsplit(":", 1) if ":" in src.path else (src.path, "")
   try:
     if pathlib.Path(where).exists():

@@ -14,13 +14,13 @@ import re
 import time
 from typing import Callable
 
-from brd_jax.errors import UserError
+from brd_jax.errors import UserError, optional_import
 
 SPLITTERS = ("pysbd", "blingfire", "syntok")
 
 
 def _pysbd() -> Callable[[str], list[str]]:
-  import pysbd
+  pysbd = optional_import("pysbd", "splitters", "corpus.splitter = 'pysbd'")
   seg = pysbd.Segmenter(language="en", clean=False)
   return seg.segment
 
@@ -31,7 +31,7 @@ def _blingfire() -> Callable[[str], list[str]]:
 
 
 def _syntok() -> Callable[[str], list[str]]:
-  from syntok import segmenter
+  segmenter = optional_import("syntok.segmenter", "splitters", "corpus.splitter = 'syntok'")
 
   def split(text: str) -> list[str]:
     out = []

@@ -53,6 +53,17 @@ class Registered:
   rates: dict[str, float]          # task -> mixing rate actually used
   vocabulary: TokenizerVocabulary
   kd_table: tuple | None = None    # (ids [N, k], logprobs [N, k]) rows named by teacher_slot
+  # task -> (tokens its examples hold as trained: EOS added, each cut to data.seq_len; tokens
+  # the cut drops). The unique text a run's tokens seen are counted against.
+  tokens: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+
+
+def _token_counts(examples: list[dict], encode, seq_len: int, eos: bool) -> tuple[int, int]:
+  """(kept, cut) tokens of examples, as seqio trims them (EOS appended after the trim)."""
+  lengths = [len(e["targets"]) if "targets" in e else len(encode(e["text"])) + eos
+             for e in examples]
+  kept = sum(min(n, seq_len) for n in lengths)
+  return kept, sum(lengths) - kept
 
 
 def _task(name: str, examples: list[dict], vocab: TokenizerVocabulary, shuffle_buffer: int):
@@ -188,7 +199,8 @@ def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Regi
   for t in MIXTURES[cfg.mixture]:
     if not counts[t] and t != "brd_skd":
       logging.warning("task %s has no examples; %s mixes without it", t, cfg.mixture)
-  return Registered(cfg.mixture, counts, used, vocab, kd_table)
+  tokens = {t: _token_counts(by_task[t], vocab.encode, cfg.seq_len, eos=not kd) for t in used}
+  return Registered(cfg.mixture, counts, used, vocab, kd_table, tokens)
 
 
 def _kd_decoder_features(ds, lengths, pack: bool, bos: int):

@@ -17,7 +17,7 @@ import pathlib
 import re
 from collections.abc import Callable
 
-from brd_jax.errors import UserError
+from brd_jax.errors import UserError, optional_import
 from brd_jax.io_utils import iter_jsonl
 
 
@@ -204,7 +204,7 @@ def dataset_rows(task: str, source: str, split: str | None = None) -> list[dict]
   hf_spec = (*t.hf[:2], split or t.hf[2])
   kind, _, where = source.partition(":")
   if kind == "hf":
-    import datasets
+    datasets = optional_import("datasets", "hf", f"eval rows of {task} from {source}")
     try:
       if where:
         ds = datasets.load_from_disk(str(pathlib.Path(where) / task))

@@ -80,7 +80,7 @@ def _resume(ck, workdir, stream: dict, tcfg: TrainConfig, mesh):
   A checkpoint that fails to read (truncated or missing files, broken metadata) is renamed to
   `<step>.unreadable` with a warning that names it, and the one before it is tried: a preempted
   run must not die on, nor silently restart from scratch past, a half-written newest save.
-  Returns (step, state, model config, provenance, (bind, tx, shardings), resume event).
+  Returns (step, state, model config, its metadata, (bind, tx, shardings), resume event).
   """
   set_aside = []
   for step in sorted(ck.all_steps(), reverse=True):
@@ -105,9 +105,10 @@ def _resume(ck, workdir, stream: dict, tcfg: TrainConfig, mesh):
     if data_pos.get("batches_consumed") != step:
       raise UserError(f"{workdir}: checkpoint {step} has an inconsistent data position")
     logging.info("resumed from step %d (%s)", step, ck.dir / str(step))
-    return step, state, cfg, meta["provenance"], (bind, tx, shardings), {
+    return step, state, cfg, meta, (bind, tx, shardings), {
         "event": "resume", "restored_step": step,
-        "batches_consumed": data_pos["batches_consumed"], "set_aside": set_aside}
+        "batches_consumed": data_pos["batches_consumed"],
+        "tokens_seen": data_pos.get("tokens_seen"), "set_aside": set_aside}
   if set_aside:
     raise UserError(f"{ck.dir}: no checkpoint could be read (set aside: {', '.join(set_aside)})")
   return None
@@ -156,19 +157,22 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
     params, _ = build.functional(model)
     del model
     state = step_lib.init_state(tx, params, shardings, mesh)
-    start, event = 0, {"event": "start"}
+    start, event, seen = 0, {"event": "start"}, 0
   else:
-    start, state, cfg, prov, (bind, tx, shardings), event = resumed
+    start, state, cfg, old_meta, (bind, tx, shardings), event = resumed
+    prov, seen = old_meta["provenance"], event["tokens_seen"]
     from brd_jax import tokenizer as tkz
     tok = tkz.from_dir(local_copy(workdir / "tokenizer"))
   if start >= tcfg.steps:
     ck.close()
-    return {"steps": start, "resumed_from": start, "workdir": str(workdir)}
+    return {"steps": start, "resumed_from": start, "workdir": str(workdir),
+            **_data_summary(old_meta["data"], seen)}
 
   reg = tasks.register(tok, dcfg, kd=tcfg.kd_weight > 0)
   meta = {"model": cfg.to_dict(), "provenance": prov, "stream": stream,
           "data": {"paragraphs_dir": dcfg.paragraphs_dir, "ledger_dir": dcfg.ledger_dir,
-                   "counts": reg.counts, "rates": reg.rates},
+                   "mixture": dcfg.mixture, "level": dcfg.level, "counts": reg.counts,
+                   "rates": reg.rates, "tokens": reg.tokens},
           "tokenizer": "tokenizer", "gin": gin.config_str()}
   batches = tasks.dataset(reg, tcfg.batch_size, dcfg, skip_batches=start).as_numpy_iterator()
   step_fn = step_lib.make_train_step(bind, tx, tcfg, mesh, shardings)
@@ -182,6 +186,7 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step",
              disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
   first, t_last, step_last, s, stopping = True, time.perf_counter(), start, start, False
+  pending = None
   with SigtermFlag() as stop:
     for s in range(start + 1, tcfg.steps + 1):
       try:
@@ -190,10 +195,15 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         raise UserError("the training data ran out (the mixture is empty?)") from None
       batch = {k: sharding.global_batch(v, mesh) for k, v in local.items()}
       state, m = step_fn(state, batch)
+      # Summed on the device between fetches (so counting never waits for a step), and on the
+      # host across them (float32 counts exactly to 2^24; a host int does not overflow).
+      pending = m["tokens"] if pending is None else pending + m["tokens"]
       stopping = _any_host(stop.requested)
       saving = s % tcfg.checkpoint_every == 0 or s == tcfg.steps or stopping
       if s % tcfg.log_every == 0 or s == tcfg.steps or first or tcfg.log_example_ids or saving:
-        m = {k: float(v) for k, v in jax.device_get(m).items()}  # waits for the step
+        m, got = jax.device_get((m, pending))  # waits for the step
+        m, pending = {k: float(v) for k, v in m.items()}, None
+        seen = None if seen is None else seen + int(round(float(got)))
         # A non-finite loss poisons the parameters for good: never save it, stop with the last
         # good checkpoint on disk. (Checked whenever the loss is fetched, and before every save.)
         if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
@@ -208,7 +218,8 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         step_time = (now - t_last) / (s - step_last)
         # Packed batches hold nearly the same number of tokens every step.
         record = {**m, "learning_rate": float(schedule(s - 1)), "step_time_s": step_time,
-                  "tokens_per_s": m["tokens"] / step_time}
+                  "tokens_per_s": m["tokens"] / step_time,
+                  "tokens_seen": seen}
         if first:
           record["includes_compile"] = True
         elif peak:
@@ -220,7 +231,9 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
         t_last, step_last, first = time.perf_counter(), s, False
       bar.update(1)
       if saving:
-        ck.save(s, state, {"batches_consumed": s}, meta, force=True)
+        # `saving` steps always fetch the metrics above, so tokens_seen is current here.
+        ck.save(s, state, {"batches_consumed": s, "tokens_seen": record["tokens_seen"]}, meta,
+                force=True)
       if stopping:
         logging.warning("SIGTERM: saved step %d, exiting", s)
         break
@@ -231,4 +244,16 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   if jax.process_index() == 0:
     metrics_lib.plot(workdir)
   return {"steps": s, "workdir": str(workdir), "preempted": stopping,
-          "resumed_from": start if event["event"] == "resume" else None}
+          "resumed_from": start if event["event"] == "resume" else None,
+          **_data_summary(meta["data"], seen)}
+
+
+def _data_summary(data: dict, tokens_seen: int | None) -> dict:
+  """What a run trained on: the mixture, its unique text and how often it was seen."""
+  tokens = data.get("tokens") or {}
+  unique = sum(kept for kept, _ in tokens.values()) if tokens else None
+  return {"mixture": data.get("mixture"), "level": data.get("level"),
+          "examples": {t: data["counts"][t] for t in data.get("rates", {})},
+          "unique_tokens": unique, "tokens_cut": sum(cut for _, cut in tokens.values()) or 0,
+          "tokens_seen": tokens_seen,
+          "epochs": tokens_seen / unique if tokens_seen is not None and unique else None}
