@@ -55,7 +55,7 @@ _BOOT = "tests/test_pipeline.py::test_paired_bootstrap_against_numpy_and_scipy"
 _PIPE_FP = "tests/test_pipeline.py::test_a_changed_corpus_or_ledger_retrains_and_nothing_else_does"
 _REF_E2E = ("tests/test_evaluation.py::"
             "test_brd_eval_reference_model_scores_the_teacher_against_the_student")
-_EXPERIMENT = ("tests/test_pipeline.py::"
+_EXPERIMENT = ("tests/test_experiment.py::"
                "test_an_experiment_of_three_arms_and_two_seeds_reads_once_and_adds_an_arm_alone")
 _LAYERS_UP = "tests/test_structure.py::test_no_module_imports_cli_config_or_pipeline_from_below"
 _LAYERS_CIRCLE = "tests/test_structure.py::test_the_package_has_no_import_circle"
