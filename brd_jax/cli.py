@@ -111,7 +111,8 @@ def cmd_loglik(args):
 def cmd_eval(args):
   from brd_jax.evaluation import run as eval_run
   from brd_jax.evaluation.config import EvalConfig
-  _parse(args, "eval", ("data_dir", "limit", "num_fewshot", "reference_model", "token_budget"),
+  _parse(args, "eval", ("data_dir", "limit", "num_fewshot", "reference_model", "divergence_limit",
+                        "token_budget"),
          ([f"eval.tasks = {names(args.tasks)!r}"] if args.tasks is not None else []) +
          (["eval.log_samples = True"] if args.log_samples else []))
   cfg = EvalConfig()

@@ -136,6 +136,8 @@ def _eval(p):
   p.add_argument("--log_samples", action="store_true", help="write samples_<task>.jsonl")
   p.add_argument("--reference_model", help="a teacher sharing the tokenizer: adds per-task "
                  "teacher-student cross-entropy and KL over context + gold answer")
+  p.add_argument("--divergence_limit", type=POS_INT, help="CE / KL on the first N examples "
+                 "per task only (a reference pass costs more than scoring)")
   p.add_argument("--token_budget", type=POS_INT, help="tokens per scoring batch")
   p.add_argument("--no_progress", action="store_true", help="no progress bars")
   gin_flags(p)

@@ -213,11 +213,13 @@ def _arm_divergence(workdir: pathlib.Path, runs: list[str], task: str):
   if not all(f.exists() for f in files):
     return None
   per_run = []
-  for f in files:
-    docs = [json.loads(line) for line in f.open(encoding="utf-8")]
-    if not docs or any(d.get("ref") is None for d in docs):
+  for f in files:  # with eval.divergence_limit only the first documents carry a reference
+    refs = [d["ref"] for d in map(json.loads, f.open(encoding="utf-8")) if d.get("ref")]
+    if not refs:
       return None
-    per_run.append(np.array([[d["ref"][0], d["ref"][1], d["ref"][3]] for d in docs]))
+    per_run.append(np.array([[r[0], r[1], r[3]] for r in refs]))
+  if len({len(x) for x in per_run}) != 1:
+    return None
   return np.mean(per_run, axis=0)
 
 

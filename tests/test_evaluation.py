@@ -247,6 +247,20 @@ def test_brd_eval_reference_model_scores_the_teacher_against_the_student(tmp_pat
   check_divergence(got, hs, ht, [tok.encode(d.context + d.choices[d.gold], add_bos=None)
                                  for d in tasks.load(task)], per_doc)
 
+  # eval.divergence_limit: CE / KL on the first 3 documents only, every document still scored
+  r = subprocess.run([sys.executable, "-m", "brd_jax.cli", "eval", "--model", str(s_dir),
+                      "--reference_model", str(t_dir), "--tasks", task, "--workdir",
+                      str(tmp_path / "out3"), "--no_progress", "--log_samples",
+                      "--divergence_limit", "3"], cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-3000:]
+  got3 = json.loads((tmp_path / "out3" / "results.json").read_text())["tasks"][task]
+  samples3 = [json.loads(l) for l in harness.samples_path(tmp_path / "out3", task).open()]
+  assert [d.get("ref") for d in samples3] == per_doc[:3] + [None, None]
+  assert got3["acc"] == got["acc"] and got3["n"] == 5 and got3["divergence_docs"] == 3
+  assert got3["ref_tokens"] == sum(d[3] for d in per_doc[:3]) < got["ref_tokens"]
+  assert got3["ref_ce"] == pytest.approx(sum(d[0] for d in per_doc[:3]) / got3["ref_tokens"])
+  assert "CE / KL on the first documents only: " in (tmp_path / "out3" / "results.md").read_text()
+
 
 def test_report_lays_runs_side_by_side(tmp_path, capsys):
   for name, accs in (("a", {"rte": 0.5, "cb": 0.25}), ("b", {"rte": 0.75})):

@@ -19,6 +19,7 @@ class EvalConfig:
   num_fewshot: int = 0
   log_samples: bool = False      # samples_<task>.jsonl (per-document log-likelihoods)
   reference_model: str = ""      # a teacher sharing the tokenizer: CE / KL to it
+  divergence_limit: int = 0      # CE / KL on the first N examples per task only (0: all scored)
   token_budget: int = 4096       # tokens per scoring batch
   chunk_chars: int = 200_000     # characters of requests per cache commit: what a kill can lose
 
@@ -29,6 +30,8 @@ class EvalConfig:
                         f"(supported: {', '.join(tasks_lib.TASKS)}, bigbench:NAME)")
     if not self.tasks:
       raise UserError("eval.tasks is empty")
-    if self.num_fewshot < 0 or self.limit < 0 or self.token_budget <= 0 or self.chunk_chars <= 0:
-      raise UserError("eval.num_fewshot and eval.limit must be >= 0, eval.token_budget and "
+    if (self.num_fewshot < 0 or self.limit < 0 or self.divergence_limit < 0
+        or self.token_budget <= 0 or self.chunk_chars <= 0):
+      raise UserError("eval.num_fewshot, eval.limit and eval.divergence_limit must be >= 0, "
+                      "eval.token_budget and "
                       "eval.chunk_chars > 0")

@@ -138,9 +138,12 @@ def cached_scores(docs, cache: Cache) -> tuple[list, list]:
 
 def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit=None,
              log_samples: bool = False, progress_factory=None, divergence=None,
-             num_fewshot: int = 0, chunk_chars: int = CHUNK_CHARS) -> dict:
+             num_fewshot: int = 0, chunk_chars: int = CHUNK_CHARS,
+             divergence_limit: int = 0) -> dict:
   """Scores each task (resuming from the cache); with `divergence` (a `Divergence` over the
-  student and a reference model) also the teacher-student CE / KL over context + gold answer."""
+  student and a reference model) also the teacher-student CE / KL over context + gold answer,
+  on the first `divergence_limit` documents of each task (0: all): a reference forward pass per
+  document costs more than scoring it."""
   out_dir = as_path(out_dir)
   cache = Cache(out_dir / "cache" / f"{fingerprint}.jsonl")
   results = {}
@@ -155,10 +158,12 @@ def evaluate(scorer, fingerprint: str, task_names, out_dir, data_dir=None, limit
                        "seconds": round(time.perf_counter() - t0, 2), "scored_now": n_todo}
       per_doc = [None] * len(docs)
       if divergence is not None:
-        bar = progress_factory(f"{task} (reference)", len(docs)) if progress_factory else None
-        results[task].update(divergence.score([d.context + d.choices[d.gold] for d in docs],
+        ref_docs = docs[:divergence_limit or None]
+        bar = progress_factory(f"{task} (reference)", len(ref_docs)) if progress_factory else None
+        results[task].update(divergence.score([d.context + d.choices[d.gold] for d in ref_docs],
                                               bar.update if bar else None))
-        per_doc = results[task].pop("per_doc")
+        results[task]["divergence_docs"] = len(ref_docs)
+        per_doc = results[task].pop("per_doc") + [None] * (len(docs) - len(ref_docs))
         if bar:
           bar.close()
       if log_samples:  # with a reference: each document's sums (ce, kl, nll, tokens) too

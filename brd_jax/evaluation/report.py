@@ -33,6 +33,10 @@ def write(out_dir, model_name: str, results: dict, meta: dict) -> None:
       lines.append(f"| {label} | " + " | ".join(f"{results[t][key]:.3f}" for t in tasks) + " |")
   lines += ["", "n: " + ", ".join(f"{NAMES.get(t, t)} {results[t]['n']}" for t in tasks),
             "seconds: " + ", ".join(f"{NAMES.get(t, t)} {results[t]['seconds']}" for t in tasks),
+            *(["CE / KL on the first documents only: " + ", ".join(
+                f"{NAMES.get(t, t)} {results[t]['divergence_docs']}" for t in tasks)]
+              if any(results[t].get("divergence_docs", results[t]["n"]) < results[t]["n"]
+                     for t in tasks) else []),
             "", "acc_mean_token is the paper's rule (mean per-token log-prob); acc and acc_norm "
             "are lm-evaluation-harness's."]
   atomic_write_text(out / "results.md", "\n".join(lines) + "\n")

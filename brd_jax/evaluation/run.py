@@ -41,8 +41,9 @@ def run(cfg: EvalConfig, model, out_dir, mesh=None, progress: bool = True,
       scorer, loaded.fingerprint, list(cfg.tasks), out, cfg.data_dir or None, cfg.limit or None,
       cfg.log_samples,
       (lambda task, n: tqdm(total=n, desc=task, unit="req")) if progress else None,
-      divergence, cfg.num_fewshot, cfg.chunk_chars)
+      divergence, cfg.num_fewshot, cfg.chunk_chars, cfg.divergence_limit)
   report.write(out, name or (model if isinstance(model, str) else loaded.source), results,
                {"fingerprint": loaded.fingerprint, "limit": cfg.limit or None,
-                "num_fewshot": cfg.num_fewshot, "reference_model": cfg.reference_model or None})
+                "num_fewshot": cfg.num_fewshot, "reference_model": cfg.reference_model or None,
+                "divergence_limit": cfg.divergence_limit or None})
   return results
