@@ -60,6 +60,8 @@ setup(
                  "lm-eval[hf]>=0.4.13,<0.5",
                  # the splitters `brd bench split` compares with blingfire
                  "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
+        # `--model brd_jax` in lm-evaluation-harness (`brd-lm-eval`)
+        "lm_eval": ["lm-eval>=0.4.13,<0.5"],
         "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3", "transformers>=5.23,<6"],
         # gs:// workdirs (ledger, checkpoints, eval output on shared storage) through fsspec
         "gcs": ["gcsfs>=2026.10,<2027", "universal-pathlib>=0.3.10,<0.4"],
@@ -72,5 +74,6 @@ setup(
         # deviceless H100 compiles for `brd plan --aot` (the plugin without the CUDA libraries)
         "aot-gpu": ["jax-cuda12-plugin>=0.10.2,<0.11", "jax-cuda12-pjrt>=0.10.2,<0.11"],
     },
-    entry_points={"console_scripts": ["brd=brd_jax.cli:main"]},
+    entry_points={"console_scripts": ["brd=brd_jax.cli:main",
+                                      "brd-lm-eval=brd_jax.evaluation.lm_eval_model:main"]},
 )

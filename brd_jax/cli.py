@@ -55,6 +55,15 @@ def cmd_generate(args):
   print(json.dumps(summary))
 
 
+def cmd_export(args):
+  from brd_jax.data import export
+  from brd_jax.data.config import DataConfig
+  _parse(args, "data", ("paragraphs_dir", "ledger_dir", "task_distill_dir", "level", "sep"))
+  info = export.run(DataConfig(), args.out, progress=not args.no_progress)
+  print(json.dumps({k: info[k] for k in ("fingerprint", "records", "counts")}
+                   | {"out": str(args.out)}))
+
+
 def cmd_pipeline(args):
   from brd_jax import pipeline
   _parse(args)
@@ -163,6 +172,8 @@ COMMANDS = {  # name -> (what it does, its command); the flags: cli_args.FLAGS[n
                "re-run to resume", cmd_corpus),
     "generate": ("the teacher reads every sentence (NER / QRA / SKD) into an exactly-once ledger; "
                  "re-run to resume", cmd_generate),
+    "export": ("paragraphs/ + ledger/ -> the BRD dataset as Parquet (readings and training "
+               "texts) with a dataset card", cmd_export),
     "pipeline": ("corpus -> generate -> train (BRD and corpus-only) -> eval -> report; re-run to "
                  "resume", cmd_pipeline),
     "convert": ("convert a model (HF dir / GGUF / asset) to an HF directory", cmd_convert),

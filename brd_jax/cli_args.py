@@ -56,6 +56,19 @@ def names(text: str | None) -> tuple[str, ...]:
   return tuple(t.strip() for t in (text or "").split(",") if t.strip())
 
 
+def _export(p):
+  p.add_argument("--paragraphs_dir", help="paragraphs/ of `brd corpus` (or data.paragraphs_dir)")
+  p.add_argument("--ledger_dir", help="the ledger of `brd generate` (or data.ledger_dir)")
+  p.add_argument("--task_distill_dir", help="task distillation answers, exported as brd_tdist")
+  p.add_argument("--level", choices=["paragraph", "sentence"],
+                 help="training texts per paragraph (default) or per sentence")
+  p.add_argument("--sep", help="between a sentence and its reading (default: newline)")
+  p.add_argument("--out", required=True, help="the export directory (replaced if it holds an "
+                 "earlier export)")
+  p.add_argument("--no_progress", action="store_true", help="no progress bar")
+  gin_flags(p)
+
+
 def _corpus(p):
   p.add_argument("--workdir", required=True, help="paragraphs/ (shards + manifest.json), parts/ "
                  "while running; a finished run with the same inputs is a no-op")
@@ -208,4 +221,4 @@ def _plan(p):
 
 FLAGS = {"corpus": _corpus, "generate": _generate, "pipeline": _pipeline, "convert": _convert,
          "assets": _assets, "complete": _complete, "eval": _eval, "loglik": _loglik,
-         "bench": _bench, "report": _report, "train": _train, "plot": _plot, "plan": _plan}
+         "bench": _bench, "export": _export, "report": _report, "train": _train, "plot": _plot, "plan": _plan}

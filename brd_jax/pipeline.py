@@ -168,7 +168,7 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
 def _fields(dcfg) -> dict:
   """The data settings a training fingerprint covers (an unset new field leaves it as it was)."""
   return {k: v for k, v in dataclasses.asdict(dcfg).items()
-          if not (k == "task_distill_dir" and v is None)}
+          if not (k in ("task_distill_dir", "export_dir") and v is None)}
 
 
 def _train(workdir, mesh, tcfg, dcfg, scfg, progress, fingerprint: str) -> dict:

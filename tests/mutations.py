@@ -74,6 +74,9 @@ _LOCK_CORPUS = ("tests/test_locks.py::test_second_corpus_on_the_same_index_is_re
 _LEASE = ("tests/test_locks.py::"
           "test_lease_on_an_object_store_is_refused_while_refreshed_and_taken_over_when_not")
 
+_EXPORT_RT = "tests/test_export.py::test_export_round_trips_every_record_through_hf_datasets"
+_EXPORT_TRAIN = "tests/test_export.py::test_training_from_the_export_gives_the_ledgers_batches"
+
 BREAKS: list[Break] = [
     Break("control_gets_brd_mixture", "brd_jax/experiment.py",
           '**({"corpus_only": {"data.mixture": "brd_corpus_only"}}', '**({"corpus_only": {}}',
@@ -203,6 +206,16 @@ BREAKS: list[Break] = [
           "    n = sum(math.prod(shape)",
           "    from brd_jax.models import layers  # noqa: F401\n    n = sum(math.prod(shape)",
           (_LAYERS_CIRCLE,), "models.config imports models.layers, which imports it back"),
+    Break("export_selected_wrong", "brd_jax/data/export.py",
+          'parts.add(_row(rec, rec["key"] in chosen_keys))', "parts.add(_row(rec, rec['valid']))",
+          (_EXPORT_RT,), "every valid attempt marked as the one training uses"),
+    Break("export_texts_reordered", "brd_jax/data/exported.py",
+          "    out[t] = [r for f in files for r in pq.read_table(str(f)).to_pylist()]",
+          "    out[t] = [r for f in files for r in pq.read_table(str(f)).to_pylist()][::-1]",
+          (_EXPORT_TRAIN,), "training from an export reads its texts in another order"),
+    Break("divergence_limit_ignored", "brd_jax/evaluation/harness.py",
+          "ref_docs = docs[:divergence_limit or None]", "ref_docs = docs",
+          (_REF_E2E,), "eval.divergence_limit scores CE / KL on every document anyway"),
 ]
 
 

@@ -77,8 +77,8 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", task_names=tuple(LM_EVA
   def ours(task, n, out):
     return harness.evaluate(scorer, loaded.fingerprint, [task], out, data, n)[task]
 
-  def peer(t, n):
-    r = lm_eval.simple_evaluate(model=lm, tasks=[t], limit=n, bootstrap_iters=0,
+  def peer(t, n, model=None):
+    r = lm_eval.simple_evaluate(model=model or lm, tasks=[t], limit=n, bootstrap_iters=0,
                                 log_samples=False, verbosity="ERROR")
     return r["results"][t.config.task]
 
@@ -87,10 +87,13 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", task_names=tuple(LM_EVA
     tmp = pathlib.Path(tmp)
     hf.export_dir(loaded.model, tmp / "hf", loaded.tokenizer)
     lm = HFLM(pretrained=str(tmp / "hf"), device="cpu", dtype="float32", batch_size=peer_batch)
+    from brd_jax.evaluation.lm_eval_model import BrdLM  # the third column: lm-eval on our scorer
+    lm_ours = BrdLM(pretrained=str(tmp / "hf"), token_budget=token_budget)
     peers = {t: lm_eval_task(t, tasks.ROWS[t](data), tmp) for t in task_names}
     for t in task_names:  # warm-up: a few documents of every task, on both sides
       ours(t, 4, tmp / "warm" / t)
       peer(peers[t], 4)
+      peer(peers[t], 4, lm_ours)
     for t in task_names:
       n = len(docs[t])
       t0 = time.perf_counter()
@@ -99,20 +102,28 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", task_names=tuple(LM_EVA
       t0 = time.perf_counter()
       b = peer(peers[t], n)
       s_peer = time.perf_counter() - t0
+      t0 = time.perf_counter()
+      c = peer(peers[t], n, lm_ours)
+      s_backend = time.perf_counter() - t0
       per_task[t] = {"docs": n, "project_s": round(s_ours, 2), "peer_s": round(s_peer, 2),
-                     "ratio": s_peer / s_ours,
-                     "acc": [a["acc"], b["acc,none"]],
-                     "acc_norm": [a["acc_norm"], b["acc_norm,none"]]}
-      print(f"{t}: {n} docs, brd {s_ours:.1f} s, lm-eval {s_peer:.1f} s ({s_peer / s_ours:.2f}x)",
-            flush=True)
+                     "lm_eval_brd_jax_s": round(s_backend, 2), "ratio": s_peer / s_ours,
+                     "backend_ratio": s_peer / s_backend,
+                     "acc": [a["acc"], b["acc,none"], c["acc,none"]],
+                     "acc_norm": [a["acc_norm"], b["acc_norm,none"], c["acc_norm,none"]]}
+      print(f"{t}: {n} docs, brd {s_ours:.1f} s, lm-eval {s_peer:.1f} s ({s_peer / s_ours:.2f}x), "
+            f"lm-eval --model brd_jax {s_backend:.1f} s ({s_peer / s_backend:.2f}x)", flush=True)
       rows.append((f"{t} ({n} docs)", f"brd {s_ours:.1f} s, lm-eval {s_peer:.1f} s: "
-                   f"{s_peer / s_ours:.2f}x; acc {a['acc']:.4f} / {b['acc,none']:.4f}, "
-                   f"acc_norm {a['acc_norm']:.4f} / {b['acc_norm,none']:.4f}"))
+                   f"{s_peer / s_ours:.2f}x; lm-eval --model brd_jax {s_backend:.1f} s: "
+                   f"{s_peer / s_backend:.2f}x; acc {a['acc']:.4f} / {b['acc,none']:.4f} / "
+                   f"{c['acc,none']:.4f}, acc_norm {a['acc_norm']:.4f} / "
+                   f"{b['acc_norm,none']:.4f} / {c['acc_norm,none']:.4f}"))
   total = sum(p["docs"] for p in per_task.values())
   return report(
       "eval_docs_per_s", total / sum(p["project_s"] for p in per_task.values()),
       total / sum(p["peer_s"] for p in per_task.values()),
       {"tasks": per_task, "min_task_ratio": min(p["ratio"] for p in per_task.values()),
+       "backend_docs_per_s": total / sum(p["lm_eval_brd_jax_s"] for p in per_task.values()),
+       "columns": ["brd eval", "lm-eval --model hf", "lm-eval --model brd_jax"],
        "peer_batch_size": peer_batch, "dtype": "float32", "limit": limit},
       [("model", model_spec), ("lm-eval", f"{lm_eval.__version__} simple_evaluate, HFLM batch "
                                f"{peer_batch}"), *rows,

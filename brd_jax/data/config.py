@@ -13,6 +13,7 @@ class DataConfig:
   paragraphs_dir: str | None = None
   ledger_dir: str | None = None
   task_distill_dir: str | None = None  # the teacher's answers to task inputs (task brd_tdist)
+  export_dir: str | None = None    # a `brd export` directory: its texts instead of the two above
   mixture: str = "brd_mix"
   sep: str = "\n"                  # between a sentence and the teacher's reading of it
   level: str = "paragraph"         # paragraph | sentence (the paper's ablation)

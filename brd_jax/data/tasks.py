@@ -139,6 +139,10 @@ def _kd_examples(tokenizer, cfg: DataConfig):
 
 def check(cfg: DataConfig) -> None:
   """Fails fast (before any model is built) on missing or empty data directories."""
+  if cfg.export_dir:
+    from brd_jax.data import exported
+    exported.read_info(cfg.export_dir)
+    return
   if not cfg.paragraphs_dir:
     raise UserError("data.paragraphs_dir is not set (bind it in gin: data.paragraphs_dir = '...')")
   paragraph_shards(cfg.paragraphs_dir)
@@ -148,6 +152,9 @@ def check(cfg: DataConfig) -> None:
 
 def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   check(cfg)
+  if cfg.export_dir:
+    from brd_jax.data import exported
+    return exported.read_texts(cfg.export_dir, cfg)
   paragraphs = read_paragraphs(cfg.paragraphs_dir)
   readings = formatting.read_ledger(cfg.ledger_dir) if cfg.ledger_dir else \
       formatting.Readings({})
@@ -168,7 +175,10 @@ def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Regi
   cfg = cfg or DataConfig()
   if cfg.mixture not in MIXTURES:
     raise UserError(f"data.mixture={cfg.mixture!r}: one of {', '.join(MIXTURES)}")
-  if "brd_tdist" in MIXTURES[cfg.mixture] and not cfg.task_distill_dir:
+  if kd and cfg.export_dir:
+    raise UserError("train.kd_weight > 0 needs the ledger's top-k logprobs, which an export does "
+                    "not hold; train from data.paragraphs_dir + data.ledger_dir")
+  if "brd_tdist" in MIXTURES[cfg.mixture] and not (cfg.task_distill_dir or cfg.export_dir):
     raise UserError(f"data.mixture={cfg.mixture} mixes task distillation (brd_tdist), but "
                     "data.task_distill_dir is not set")
   vocab = TokenizerVocabulary(tokenizer)

@@ -126,8 +126,11 @@ class Engine:
   def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
                sampling_: Sampling = Sampling(), keys=None, seed: int = 0,
                eos_ids: Sequence[int] | None = None, stop: Sequence[str] = (),
-               top_logprobs: int = 0, return_logprobs: bool = False) -> list[Generation]:
-    """One Generation per prompt, in order. `keys`: one PRNG key per prompt (else from seed)."""
+               top_logprobs: int = 0, return_logprobs: bool = False,
+               cut_at_stop: bool = True) -> list[Generation]:
+    """One Generation per prompt, in order. `keys`: one PRNG key per prompt (else from seed).
+    `cut_at_stop=False`: a stopped row keeps every token decoded up to the check that saw the
+    stop, so a caller can cut the text mid-token (lm-eval's rule) rather than at a token."""
     n = len(prompts)
     if keys is None:
       keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
@@ -135,7 +138,7 @@ class Engine:
     for s in range(0, n, self.max_batch):
       batch = dict(self._batch_stream(prompts[s:s + self.max_batch], keys[s:s + self.max_batch],
                                       max_new_tokens, sampling_, eos_ids, stop, top_logprobs,
-                                      return_logprobs, streaming=False))
+                                      return_logprobs, streaming=False, cut=cut_at_stop))
       out.extend(batch[i] for i in range(len(batch)))
     return out
 
@@ -175,7 +178,7 @@ class Engine:
     return 0
 
   def _batch_stream(self, prompts, keys, max_new_tokens, sampling_, eos_ids, stop, top_n,
-                    return_logprobs, streaming):
+                    return_logprobs, streaming, cut: bool = True):
     """Generates one batch; yields (row, Generation), each row once, when it is done."""
     n = len(prompts)
     B = batch_bucket(n, self._row_multiple)
@@ -202,12 +205,13 @@ class Engine:
       host_done = np.asarray(done).copy()
       host_done[n:] = True
       done = jnp.asarray(host_done)
-      stopped = np.zeros(B, bool)
+      stopped, stopped_at = np.zeros(B, bool), np.zeros(B, int)
       emitted = np.zeros(B, bool)
       emitted[n:] = True
       start = 1
       chunk = self.chunk if (stop or streaming) else max_new_tokens
-      row = functools.partial(self._row, max_new=max_new_tokens, eos=set(eos), stop=stop,
+      row = functools.partial(self._row, max_new=max_new_tokens, eos=set(eos),
+                              stop=stop if cut else (), upto=None if cut else stopped_at,
                               top_n=top_n, return_logprobs=return_logprobs)
       while start < max_new_tokens and not host_done.all():
         if streaming and (host_done & ~emitted).any():
@@ -225,6 +229,7 @@ class Engine:
           for i in range(n):
             if not host_done[i] and self._hits_stop(toks[i, :start], stop):
               host_done[i] = stopped[i] = True
+              stopped_at[i] = start
           done = jnp.asarray(host_done)
     host = jax.device_get(buf)
     for i in np.flatnonzero(~emitted):
@@ -239,9 +244,12 @@ class Engine:
     text = self.tokenizer.decode(ids)
     return any(s in text for s in stop)
 
-  def _row(self, buf, i, stopped, *, max_new, eos, stop, top_n, return_logprobs) -> Generation:
+  def _row(self, buf, i, stopped, *, max_new, eos, stop, top_n, return_logprobs,
+           upto=None) -> Generation:
     """Row i of the host buffers; tokens, text and log-probs all end at the same place."""
     row = buf["tokens"][i, :max_new].tolist()
+    if stopped and upto is not None:  # the tokens decoded before the stop was seen
+      row = row[:upto[i]]
     end, reason = len(row), "length"
     for j, t in enumerate(row):
       if t in eos:

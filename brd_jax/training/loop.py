@@ -132,6 +132,11 @@ def _set_aside(ck, step: int, err: Exception) -> str:
   return str(bad)
 
 
+def _export_fingerprint(export_dir) -> str:
+  from brd_jax.data import exported
+  return exported.read_info(export_dir)["fingerprint"]
+
+
 def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
           scfg: StudentConfig | None = None, progress: bool = True) -> dict:
   """Trains (or resumes) in WORKDIR; returns a summary. Every setting comes from gin by default."""
@@ -147,7 +152,8 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
             "kd": tcfg.kd_weight > 0,
             # the content of the data, not just its size: a resume must see the same examples
             "data": [dir_fingerprint(dcfg.paragraphs_dir or "-"),
-                     dir_fingerprint(dcfg.ledger_dir or "-")]}
+                     dir_fingerprint(dcfg.ledger_dir or "-")]
+            + ([_export_fingerprint(dcfg.export_dir)] if dcfg.export_dir else [])}
   resumed = _resume(ck, workdir, stream, tcfg, mesh)
   if resumed is None:
     model, cfg, tok, prov = student.init(scfg, mesh, tcfg.seed)
@@ -171,6 +177,7 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   reg = tasks.register(tok, dcfg, kd=tcfg.kd_weight > 0)
   meta = {"model": cfg.to_dict(), "provenance": prov, "stream": stream,
           "data": {"paragraphs_dir": dcfg.paragraphs_dir, "ledger_dir": dcfg.ledger_dir,
+                   **({"export_dir": dcfg.export_dir} if dcfg.export_dir else {}),
                    "mixture": dcfg.mixture, "level": dcfg.level, "counts": reg.counts,
                    "rates": reg.rates, "tokens": reg.tokens},
           "tokenizer": "tokenizer", "gin": gin.config_str()}
