@@ -16,8 +16,7 @@ import json
 import pathlib
 
 from brd_jax.behaviors import ledger as ledger_lib
-from brd_jax.corpus.paragraphs import MANIFEST, paragraph_shards
-from brd_jax.data import formatting
+from brd_jax.corpus.paragraphs import MANIFEST
 from brd_jax.data.config import DataConfig
 from brd_jax.data.exported import INFO, TEXT_TASKS
 from brd_jax.errors import UserError
@@ -139,7 +138,7 @@ def run(cfg: DataConfig, out_dir, progress: bool = True) -> dict:
   from tqdm import tqdm
   from brd_jax.data import tasks
   if not cfg.ledger_dir:
-    raise UserError("brd export needs a ledger (--ledger DIR or data.ledger_dir)")
+    raise UserError("brd export needs a ledger (--ledger_dir DIR or data.ledger_dir)")
   tasks.check(cfg)
   out = as_path(out_dir)
   if out.exists() and any(out.iterdir()) and not (out / INFO).exists():
@@ -177,8 +176,7 @@ def run(cfg: DataConfig, out_dir, progress: bool = True) -> dict:
     corpus = {}
   corpus = {k: corpus[k] for k in ("fingerprint", "version", "inputs", "counts", "paragraphs")
             if k in corpus}
-  corpus.setdefault("paragraphs", sum(1 for p in paragraph_shards(cfg.paragraphs_dir)
-                                      for _ in p.open(encoding="utf-8")))
+  corpus.setdefault("paragraphs", counts["brd_ori"])  # D_ORI: one example per paragraph
   info = {"version": VERSION, "fingerprint": fp, "sep": cfg.sep, "level": cfg.level,
           "paragraphs_dir": str(cfg.paragraphs_dir), "ledger_dir": str(cfg.ledger_dir),
           "records": parts.n, "texts": list(counts), "counts": counts, "corpus": corpus,
