@@ -6,4 +6,4 @@ export BRD_EXTRAS=test
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 exec "$VENV/bin/python" -m pytest tests -n "${BRD_TEST_WORKERS:-2}" --dist loadfile \
-  -p no:cacheprovider -ra "$@"
+  -p no:cacheprovider -ra --durations=30 "$@"

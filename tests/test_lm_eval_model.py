@@ -3,6 +3,7 @@ transformers: the same log-likelihoods, rolling log-likelihoods, greedy generati
 lm-eval's command line on its own task definitions, the same per-document predictions."""
 import glob
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -141,10 +142,14 @@ def test_lm_eval_cli_with_brd_jax_predicts_what_hf_does_on_the_six_tasks(smollm2
                   "brd_jax", "--model_args", f"pretrained={tmp_path / 'hf'}",
                   "--output_path", str(tmp_path / "out_brd")],
           "hf": [sys.executable, "-m", "lm_eval", *common, "--model", "hf", "--model_args",
-                 f"pretrained={tmp_path / 'hf'},dtype=float32,device=cpu",
+                 f"pretrained={tmp_path / 'hf'},dtype=float32", "--device", "cpu",
                  "--output_path", str(tmp_path / "out_hf")]}
+  # one CPU device, as a user runs it here: under the suite's 8 fake devices each batch has at
+  # least 8 rows, and 8 rows of a 2k-token bucket took 14.8 GB (CI's OOM kill)
+  env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(
+      "--xla_force_host_platform_device_count=8", "")}
   for side, cmd in runs.items():
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, (side, r.stderr[-4000:])
   checked = 0
   for name in names:
