@@ -10,7 +10,8 @@ setup(
         "brd_jax.configs", "brd_jax.configs.experiments", "brd_jax.configs.meshes",
         "brd_jax.configs.models"],
     package_dir={"brd_jax.configs": "configs"},
-    package_data={"brd_jax.planning": ["*.txtpb"], "brd_jax.configs": ["*.gin"], "brd_jax.configs.experiments": ["*.gin"],
+    package_data={"brd_jax.planning": ["*.txtpb"], "brd_jax.behaviors": ["builtin/*.yaml"],
+                  "brd_jax.configs": ["*.gin"], "brd_jax.configs.experiments": ["*.gin"],
                   "brd_jax.configs.meshes": ["*.gin"], "brd_jax.configs.models": ["*.gin"]},
     python_requires=">=3.10",
     install_requires=[
@@ -30,6 +31,7 @@ setup(
         "gin-config>=0.5,<0.6",
         "gguf>=0.19,<0.20",
         "jinja2>=3.1",  # chat templates
+        "pyyaml>=6",  # behaviour files
         "sentencepiece>=0.2.3,<0.3",
         "tqdm>=4.66",
         "rich>=13",

@@ -88,7 +88,8 @@ def _generate(p):
   p.add_argument("--ledger", "--out", dest="ledger", required=True,
                  help="the ledger directory it fills and resumes (shards + manifest.json)")
   p.add_argument("--teacher", help="HF dir, .gguf file or asset:NAME (= generate.teacher)")
-  p.add_argument("--behaviors", help="comma-separated: ner, qra, skd (default ner,qra)")
+  p.add_argument("--behaviors", help="comma-separated names (ner, qra, skd) or behaviour files "
+                 "(.yaml / .json; see brd_jax/behaviors/spec.py); default ner,qra")
   p.add_argument("--topk", type=NONNEG_INT, help="store the teacher's top-N logprobs per token")
   p.add_argument("--limit", type=POS_INT, help="stop after N units this run")
   p.add_argument("--batch_size", type=POS_INT, help="rows decoded together (default 32)")

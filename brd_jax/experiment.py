@@ -90,17 +90,21 @@ class PipelineConfig:
   def check_runs(self, runs: dict, behaviors) -> None:
     """Every run's mixture reads only behaviours the one ledger generates (it is generated
     once) and task distillation only where `pipeline.task_distill` names the tasks."""
-    from brd_jax.data.tasks import MIXTURES
+    from brd_jax.data.tasks import TASKS, mixture_tasks
+    tasks = TASKS + tuple(f"brd_{b}" for b in behaviors if f"brd_{b}" not in TASKS)
     for name, (_, _, dcfg, _, _) in runs.items():
-      if dcfg.mixture not in MIXTURES:
-        raise UserError(f"run {name}: data.mixture={dcfg.mixture!r}: one of "
-                        f"{', '.join(MIXTURES)}")
-      if "brd_tdist" in MIXTURES[dcfg.mixture] and not self.task_distill:
+      try:
+        named = mixture_tasks(dcfg.mixture, tasks)
+      except UserError as e:
+        raise UserError(f"run {name}: {e}") from None
+      if "brd_tdist" in named and not self.task_distill:
         raise UserError(f"run {name}: mixture {dcfg.mixture} trains on task distillation; set "
                         "pipeline.task_distill to the tasks the teacher answers")
       # SKD is optional in the BRD mixtures (empty without it) but the point of brd_skd_only
-      need = {t[len("brd_"):] for t in MIXTURES[dcfg.mixture]} & {"ner", "qra"} | (
-          {"skd"} if dcfg.mixture == "brd_skd_only" else set())
+      # and of a mixture naming brd_skd itself
+      need = {t[len("brd_"):] for t in named} - {"ori", "tdist", "skd"} | (
+          {"skd"} if dcfg.mixture == "brd_skd_only" or "brd_skd" in dcfg.mixture.split("+")
+          else set())
       if need - set(behaviors):
         raise UserError(f"run {name}: mixture {dcfg.mixture} reads {', '.join(sorted(need))}, "
                         f"but generate.behaviors = {tuple(behaviors)!r}")

@@ -77,6 +77,12 @@ _LEASE = ("tests/test_locks.py::"
 _EXPORT_RT = "tests/test_export.py::test_export_round_trips_every_record_through_hf_datasets"
 _EXPORT_TRAIN = "tests/test_export.py::test_training_from_the_export_gives_the_ledgers_batches"
 
+_BFILE_V1 = "tests/test_behavior_files.py::test_builtin_files_give_the_v1_prompts_parses_and_renders"
+_BFILE_NEW = ("tests/test_behavior_files.py::"
+              "test_a_declared_behaviour_parses_renders_and_rejects_by_its_file")
+_BFILE_REAL = ("tests/test_behavior_files.py::"
+               "test_a_new_behaviour_file_is_read_by_the_real_teacher_and_trained_on")
+
 BREAKS: list[Break] = [
     Break("control_gets_brd_mixture", "brd_jax/experiment.py",
           '**({"corpus_only": {"data.mixture": "brd_corpus_only"}}', '**({"corpus_only": {}}',
@@ -104,10 +110,11 @@ BREAKS: list[Break] = [
           "Divergence(loaded.model, ref.model,", "Divergence(ref.model, loaded.model,",
           (_REF_E2E,), "--reference_model scores the student as the teacher and back"),
     Break("context_not_in_prompt", "brd_jax/behaviors/templates.py",
-          'return f"Context: {context}\\n{q}" if context else q', "return q", (_CONTEXT,),
+          "return (self.context_query if context else self.query).format(",
+          "return (self.query).format(", (_CONTEXT,),
           "generate.context_sentences reaches the unit key but not the teacher"),
     Break("skd_without_response", "brd_jax/data/formatting.py",
-          '"text": f"{text}\\n{reading}"})', '"text": text})', (_SKD,),
+          '"text": f"{text}{sep}{reading}"})', '"text": text})', (_SKD,),
           "brd_skd examples lose the teacher's response"),
     Break("todo_ignores_valid", "brd_jax/behaviors/generate.py",
           "    if not ok and attempts < cfg.max_attempts and _share(u.unit, n_proc) == proc:",
@@ -216,6 +223,25 @@ BREAKS: list[Break] = [
     Break("divergence_limit_ignored", "brd_jax/evaluation/harness.py",
           "ref_docs = docs[:divergence_limit or None]", "ref_docs = docs",
           (_REF_E2E,), "eval.divergence_limit scores CE / KL on every document anyway"),
+    Break("behavior_rules_ignored", "brd_jax/behaviors/spec.py",
+          "        if r.fails(rec, unit_text):", "        if False:", (_BFILE_V1, _BFILE_NEW),
+          "a behaviour file's rules reject nothing (entity_not_in_sentence gone)"),
+    Break("behavior_none_answers_ignored", "brd_jax/behaviors/spec.py",
+          'if len(lines) == 1 and lines[0].rstrip(".").lower() in self.none:',
+          "if False:", (_BFILE_V1, _BFILE_NEW), "'None' is no longer a valid empty reading"),
+    Break("behavior_render_header_dropped", "brd_jax/behaviors/spec.py",
+          "([self.render_header] if self.render_header else [])", "[]", (_BFILE_V1, _BFILE_NEW),
+          "readings render without the file's header"),
+    Break("manifest_without_declarations", "brd_jax/behaviors/generate.py",
+          "      \"behavior_specs\": {", "      \"behavior_specs_\": {", (_BFILE_REAL,),
+          "a ledger of a file-declared behaviour cannot be rendered without the file"),
+    Break("edited_behavior_file_accepted", "brd_jax/behaviors/generate.py",
+          "    if b in old and old[b] != declared and \\", "    if False and \\", (_BFILE_REAL,),
+          "a behaviour file changed under the same version files readings under old keys"),
+    Break("mixture_plus_ignored", "brd_jax/data/tasks.py",
+          "  for mix, tasks in {**MIXTURES, cfg.mixture: chosen}.items():",
+          "  for mix, tasks in {**MIXTURES, cfg.mixture: ('brd_ori',)}.items():", (_BFILE_REAL,),
+          "data.mixture='brd_ori+brd_relation' trains on the corpus alone"),
 ]
 
 

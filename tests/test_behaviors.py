@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from brd_jax import tokenizer
-from brd_jax.behaviors import ledger, parse, templates
+from brd_jax.behaviors import ledger, parse, spec, templates
 
 S = "Marie Curie moved to Paris in 1891 to study physics at the Sorbonne."
 
@@ -88,22 +88,22 @@ def chat_tokenizer():
 
 def test_templates_render_demonstrations_in_the_chat_format():
   tok = chat_tokenizer()
+  ner, qra = spec.get("ner"), spec.get("qra")
   chat = templates.get("ner-chat@1", "ner").prompt(tok, S)
-  assert chat.count("<user>") == len(templates.NER_DEMOS) + 1
-  assert chat.count("<assistant>") == len(templates.NER_DEMOS) + 1  # + the generation prompt
+  assert chat.count("<user>") == len(ner.demos) + 1 == 5
+  assert chat.count("<assistant>") == len(ner.demos) + 1  # + the generation prompt
   assert chat.endswith(f"<user>Sentence: {S}</s><assistant>")
   # The instruction opens the first demonstration, once.
   first_user = chat.split("<user>")[1]
-  assert first_user.startswith(templates.NER_INSTRUCTION) and \
-      chat.count(templates.NER_INSTRUCTION) == 1
+  assert first_user.startswith(ner.instruction) and chat.count(ner.instruction) == 1
   inline = templates.get("qra-inline@1", "qra").prompt(tok, S, context="Earlier text.")
   assert inline.count("<user>") == 1 and "Context: Earlier text.\nSentence: " in inline
   with pytest.raises(Exception, match="is for ner"):
     templates.get("ner-chat@1", "qra")
   # Every demonstration parses as valid under its own behaviour's rules.
-  for s, out in templates.NER_DEMOS:
+  for s, out in ner.demos:
     assert parse.parse("ner", out, s)[1] is None
-  for s, out in templates.QRA_DEMOS:
+  for s, out in qra.demos:
     assert parse.parse("qra", out, s)[1] is None
 
 

@@ -147,7 +147,9 @@ def test_lm_eval_cli_with_brd_jax_predicts_what_hf_does_on_the_six_tasks(smollm2
   # one CPU device, as a user runs it here: under the suite's 8 fake devices each batch has at
   # least 8 rows, and 8 rows of a 2k-token bucket took 14.8 GB (CI's OOM kill)
   env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(
-      "--xla_force_host_platform_device_count=8", "")}
+      "--xla_force_host_platform_device_count=8", "").strip()}
+  if not env["XLA_FLAGS"]:
+    del env["XLA_FLAGS"]  # XLA takes a blank value for a flag file's name
   for side, cmd in runs.items():
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, (side, r.stderr[-4000:])

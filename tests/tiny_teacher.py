@@ -133,7 +133,7 @@ def _examples(rng: random.Random, tok, n: int):
       context = sentence(rng, rng.choice(KINDS))
     if behavior == "skd":
       s = " ".join([s] + [sentence(rng, rng.choice(KINDS)) for _ in range(rng.randrange(3))])
-    t = templates.get(templates.DEFAULTS[behavior])
+    t = templates.get(templates.default(behavior))
     prompt = tok.encode(t.prompt(tok, s, context))
     out.append((prompt, tok.encode(reading(behavior, s, context)) + [1]))
   return out

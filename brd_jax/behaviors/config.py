@@ -6,7 +6,7 @@ import dataclasses
 
 import gin
 
-from brd_jax.behaviors import templates
+from brd_jax.behaviors import spec, templates
 from brd_jax.errors import UserError
 
 
@@ -16,8 +16,10 @@ class GenerateConfig:
   """The teacher's reading: who reads, with which prompts and decoding, and how work is shared."""
   teacher: str = ""                # a --model spec (HF dir, .gguf, asset:NAME, training dir)
   dtype: str = ""                  # teacher weights and compute: '' as loaded (float32), bfloat16
+  # names (ner, qra, skd) or behaviour files (.yaml / .json, see behaviors/spec.py); held as
+  # the behaviours' names once checked
   behaviors: tuple = ("ner", "qra")
-  templates: dict | None = None    # behaviour -> template id; default templates.DEFAULTS
+  templates: dict | None = None    # behaviour -> template id; default: its first style
   context_sentences: int = 0       # earlier sentences of the paragraph shown as context
   min_sentence_words: int = 3      # shorter sentences ("Hooray!", "CHAPTER X.") are not read
   max_new_tokens: int = 160
@@ -42,11 +44,13 @@ class GenerateConfig:
   process_index: int = -1          # -1: the JAX process index
 
   def __post_init__(self):
-    for b in self.behaviors:
-      if b not in templates.BEHAVIORS:
-        raise UserError(f"generate.behaviors: unknown behaviour {b!r} (known: "
-                        f"{', '.join(templates.BEHAVIORS)})")
-    chosen = templates.chosen(self.templates)
+    if isinstance(self.behaviors, str):
+      raise UserError(f"generate.behaviors = {self.behaviors!r}: give a list, e.g. ['ner', 'qra']")
+    names = tuple(spec.load(b).name for b in self.behaviors)
+    if len(set(names)) != len(names):
+      raise UserError(f"generate.behaviors names a behaviour twice: {list(self.behaviors)}")
+    object.__setattr__(self, "behaviors", names)
+    chosen = templates.chosen(self.templates, self.behaviors)
     for b in self.behaviors:  # unknown or mismatched templates fail before the teacher loads
       templates.get(chosen[b], b)
     if self.max_attempts < 1 or self.batch_size < 1 or self.max_new_tokens < 1:

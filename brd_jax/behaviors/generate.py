@@ -15,7 +15,7 @@ import logging
 import time
 
 from brd_jax import sharding, writer_lock
-from brd_jax.behaviors import ledger, parse, templates
+from brd_jax.behaviors import ledger, parse, spec, templates
 from brd_jax.behaviors.config import GenerateConfig
 from brd_jax.errors import UserError
 from brd_jax.io_utils import as_path, atomic_write_text, content_digest
@@ -30,7 +30,7 @@ class Unit:
   sentence_key: str
   behavior: str
   template: str
-  text: str                 # the sentence (the paragraph for skd)
+  text: str                 # the sentence (the paragraph for a paragraph-unit behaviour)
   context: str
   paragraph_id: str
   sentence_index: int
@@ -46,24 +46,41 @@ def teacher_fingerprint(loaded, chat_template: str | None, system: str | None) -
 
 def build_units(paragraphs, cfg: GenerateConfig, teacher: str) -> list[Unit]:
   """Every (sentence, behaviour) unit, once, in first-seen order."""
-  chosen = templates.chosen(cfg.templates)
+  chosen = templates.chosen(cfg.templates, cfg.behaviors)
   decode = cfg.decode()
   seen: dict[str, Unit] = {}
   for p in paragraphs:
     sents = p["sentences"]
     for b in cfg.behaviors:
       t = templates.get(chosen[b], b)
-      items = [(-1, p.get("text") or " ".join(sents), "")] if b == "skd" else [
+      whole = spec.get(b).unit == "paragraph"
+      items = [(-1, p.get("text") or " ".join(sents), "")] if whole else [
           (i, s, " ".join(sents[max(0, i - cfg.context_sentences):i])
            if cfg.context_sentences else "") for i, s in enumerate(sents)]
       for i, text, ctx in items:
-        if b != "skd" and len(text.split()) < cfg.min_sentence_words:
+        if not whole and len(text.split()) < cfg.min_sentence_words:
           continue
         sk = ledger.sentence_key(b, text, ctx)
         u = ledger.unit_key(sk, t.id, teacher, decode)
         if u not in seen:
           seen[u] = Unit(u, sk, b, t.id, text, ctx, p["id"], i)
   return list(seen.values())
+
+
+def declarations(cfg: GenerateConfig) -> dict[str, str]:
+  """behaviour -> its file's declaration (JSON), as the manifest keeps it."""
+  return {b: spec.get(b).declared for b in cfg.behaviors}
+
+
+def check_declarations(cfg: GenerateConfig, ledger_dir) -> None:
+  """A behaviour file edited without a new version would file new readings under the old
+  template ids (so the old unit keys): refused, before any teacher call."""
+  old = (ledger.read_manifest(ledger_dir) or {}).get("behavior_specs") or {}
+  for b, declared in declarations(cfg).items():
+    if b in old and old[b] != declared and \
+        json.loads(old[b]).get("version") == spec.get(b).version:
+      raise UserError(f"behaviour {b} version {spec.get(b).version} differs from the one ledger "
+                      f"{ledger_dir} was generated with; give the changed file a new version")
 
 
 def ledger_state(ledger_dir) -> dict[str, tuple[int, bool]]:
@@ -98,6 +115,7 @@ def run(cfg: GenerateConfig, paragraphs_dir, ledger_dir, mesh=None, progress: bo
   n_proc, proc = processes(cfg)
   # One writer per (ledger, process index), before the teacher loads: a duplicate run fails fast.
   with writer_lock.hold(ledger_dir, proc, "generate"):
+    check_declarations(cfg, ledger_dir)
     return _run(cfg, paragraphs, ledger_dir, mesh, progress, loaded, n_proc, proc)
 
 
@@ -270,10 +288,13 @@ def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Un
         done.add(r["unit"])
     c["tokens"] += r.get("n_tokens", 0)
   totals = collections.Counter(u.behavior for u in units)
-  chosen = templates.chosen(cfg.templates)
+  chosen = templates.chosen(cfg.templates, cfg.behaviors)
   manifest = {
       "teacher": teacher, "teacher_spec": cfg.teacher, "tokenizer": tokenizer,
       "templates": {b: chosen[b] for b in cfg.behaviors}, "decode": cfg.decode(),
+      # every behaviour this ledger holds readings of (earlier runs' too): training renders them
+      "behavior_specs": {**((ledger.read_manifest(ledger_dir) or {}).get("behavior_specs") or {}),
+                         **declarations(cfg)},
       "max_attempts": cfg.max_attempts, "topk": cfg.topk,
       "context_sentences": cfg.context_sentences,
       "units": len(units), "done": len(done), "remaining": len(units) - len(done),

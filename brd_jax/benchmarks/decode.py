@@ -83,4 +83,5 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int = 32, prompt
       [("model", model_spec), ("batch x prompt + new", f"{batch} x {prompt_len} + {new_tokens}"),
        ("brd_jax tokens/s", f"{tps['project']:.1f}"),
        ("transformers tokens/s", f"{tps['peer']:.1f}"),
-       ("rows with identical tokens", f"{agree:.3f}")], json_path)
+       ("rows with identical tokens", f"{agree:.3f}")], json_path,
+      model_cfg=loaded.model.cfg, kernel_rows=batch)

@@ -128,4 +128,4 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", task_names=tuple(LM_EVA
       [("model", model_spec), ("lm-eval", f"{lm_eval.__version__} simple_evaluate, HFLM batch "
                                f"{peer_batch}"), *rows,
        ("slowest task (lm-eval s / brd s)", f"{min(p['ratio'] for p in per_task.values()):.2f}x")],
-      json_path)
+      json_path, model_cfg=loaded.model.cfg, kernel_rows=token_budget)

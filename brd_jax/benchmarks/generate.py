@@ -158,4 +158,5 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", sentences: int = 64, ba
                   "prefix_cache": cfg.prefix_cache, "speculate": generate.speculate_k(cfg),
                   **dict(engine.stats)},
        "output_length_histogram": {str(k): v for k, v in sorted(lengths.items())},
-       "ablation": off, "torch_threads": torch.get_num_threads()}, rows, json_path)
+       "ablation": off, "torch_threads": torch.get_num_threads()}, rows, json_path,
+      model_cfg=loaded.model.cfg, kernel_rows=batch)

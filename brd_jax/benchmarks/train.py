@@ -100,4 +100,5 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = Non
        ("batch x seq_len", f"{batch} x {seq_len}"),
        ("brd_jax tokens/s", f"{tps['project']:.1f}"),
        ("transformers tokens/s", f"{tps['peer']:.1f}"),
-       ("first-step loss |diff|", f"{diff:.2e}")], json_path)
+       ("first-step loss |diff|", f"{diff:.2e}")], json_path,
+      model_cfg=cfg, kernel_rows=batch * seq_len)

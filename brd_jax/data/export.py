@@ -162,7 +162,7 @@ def run(cfg: DataConfig, out_dir, progress: bool = True) -> dict:
   parts.flush()
   by_task = tasks.examples_by_task(cfg)
   counts = {}
-  for t in TEXT_TASKS:
+  for t in by_task:  # the built-in tasks and one per behaviour declared in a file
     if t == "brd_tdist" and not cfg.task_distill_dir:
       continue
     tp = _Parts(tmp / "texts" / t, _texts_schema())

@@ -29,8 +29,8 @@ def read_texts(export_dir, cfg: DataConfig) -> dict[str, list[dict]]:
     raise UserError(f"data.export_dir was exported with data.sep={info['sep']!r}, "
                     f"data.level={info['level']!r}; this run has {cfg.sep!r}, {cfg.level!r} "
                     "(export again with these settings)")
-  out = {}
-  for t in TEXT_TASKS:
+  out = {t: [] for t in TEXT_TASKS}
+  for t in info.get("texts") or TEXT_TASKS:
     files = sorted((as_path(export_dir) / "texts" / t).glob("part-*.parquet"))
     out[t] = [r for f in files for r in pq.read_table(str(f)).to_pylist()]
   return out

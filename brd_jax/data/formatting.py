@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 
 from brd_jax.behaviors import ledger as ledger_lib
-from brd_jax.behaviors import parse
+from brd_jax.behaviors import parse, spec
 from brd_jax.corpus.paragraphs import read_paragraphs  # noqa: F401  (this module's input)
 from brd_jax.errors import UserError
 
@@ -24,6 +24,7 @@ class Readings:
   """The valid teacher readings training uses: sentence_key -> record."""
   records: dict
   context_sentences: int = 0     # as generated (from the ledger manifest)
+  declared: tuple = ()           # behaviours declared in files (tasks brd_<name>)
 
   def get(self, behavior: str, sentences: list[str], i: int) -> dict | None:
     c = self.context_sentences
@@ -35,8 +36,10 @@ def read_ledger(directory) -> Readings:
   """The ledger's committed, valid records, one per sentence key (see `ledger.select`)."""
   ledger_lib.shards(directory, required=True)
   manifest = ledger_lib.read_manifest(directory) or {}
+  spec.from_manifest(manifest)  # behaviours declared in files render as their file says
+  declared = tuple(b for b in manifest.get("behavior_specs") or {} if b not in spec.BUILTINS)
   return Readings(ledger_lib.select(ledger_lib.read(directory), manifest),
-                  int(manifest.get("context_sentences", 0)))
+                  int(manifest.get("context_sentences", 0)), declared)
 
 
 def example_id(*parts) -> str:
@@ -77,16 +80,27 @@ def behavior_examples(paragraphs: list[dict], readings: Readings, behavior: str,
   return out
 
 
-def skd_examples(paragraphs: list[dict], readings: Readings) -> list[dict]:
-  """Sequence-level KD: the paragraph followed by the teacher's own response to it."""
+def paragraph_examples(paragraphs: list[dict], readings: Readings, behavior: str = "skd",
+                       sep: str = "\n") -> list[dict]:
+  """A paragraph-unit behaviour (SKD: sequence-level KD): the paragraph followed by the teacher's
+  reading of it."""
   out = []
   for p in paragraphs:
     text = p.get("text") or " ".join(p["sentences"])
-    rec = readings.records.get(ledger_lib.sentence_key("skd", text, ""))
+    rec = readings.records.get(ledger_lib.sentence_key(behavior, text, ""))
     reading = parse.render(rec) if rec else ""
     if reading:
-      out.append({"id": example_id(p["id"], "skd"), "text": f"{text}\n{reading}"})
+      out.append({"id": example_id(p["id"], behavior), "text": f"{text}{sep}{reading}"})
   return out
+
+
+def examples(paragraphs: list[dict], readings: Readings, behavior: str, sep: str = "\n",
+             level: str = "paragraph") -> list[dict]:
+  """The training texts of one behaviour (task brd_<behavior>), by the unit it reads. SKD keeps
+  its newline separator whatever data.sep says (as it always has)."""
+  if spec.get(behavior).unit == "paragraph":
+    return paragraph_examples(paragraphs, readings, behavior, "\n" if behavior == "skd" else sep)
+  return behavior_examples(paragraphs, readings, behavior, sep, level)
 
 
 # ---- token-level examples for knowledge distillation -------------------------------------------
@@ -151,14 +165,14 @@ def token_examples(paragraphs: list[dict], readings: Readings, task: str, encode
       ids = encode(text)
       emit(p["id"], ids, [none] * len(ids))
       continue
-    if task == "brd_skd":
-      rec = readings.records.get(ledger_lib.sentence_key("skd", text, ""))
+    behavior = task[len("brd_"):]
+    if spec.get(behavior).unit == "paragraph":
+      rec = readings.records.get(ledger_lib.sentence_key(behavior, text, ""))
       if rec:
         t, s = _reading_tokens(rec, encode, table)
         head = encode(text) + sep_ids
-        emit(example_id(p["id"], "skd"), head + t, [none] * len(head) + s)
+        emit(example_id(p["id"], behavior), head + t, [none] * len(head) + s)
       continue
-    behavior = task[len("brd_"):]
     ids, slots, any_reading = [], [], False
     for i, s in enumerate(sents):
       rec = readings.get(behavior, sents, i)

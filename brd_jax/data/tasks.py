@@ -1,5 +1,7 @@
 """seqio Tasks `brd_ori` / `brd_ner` / `brd_qra` / `brd_skd` / `brd_tdist`, Mixture `brd_mix`, its
-ablations and the paper's baselines (task distillation, SKD alone).
+ablations and the paper's baselines (task distillation, SKD alone). A behaviour declared in a file
+(`behaviors/spec.py`) is one more task, `brd_<name>`, which a mixture joins by name:
+`data.mixture = "brd_mix+brd_relation"` (mixture and task names joined by '+').
 
 `register()` reads the gin-bound directories once, builds the formatted texts in memory, and
 (re)registers the Tasks and Mixtures under their fixed names; `dataset()` returns this host's
@@ -44,6 +46,20 @@ MIXTURES = {
     "brd_mix_task_distill": LEDGER_TASKS + ("brd_tdist",),
     "brd_skd_only": ("brd_ori", "brd_skd"),
 }
+
+
+def mixture_tasks(mixture: str, tasks=TASKS) -> tuple:
+  """The tasks of `data.mixture`: a name from MIXTURES, or mixture / task names joined by '+'."""
+  if mixture in MIXTURES:
+    return MIXTURES[mixture]
+  out: list[str] = []
+  for part in mixture.split("+"):
+    got = MIXTURES.get(part) or ((part,) if part in tasks else None)
+    if got is None:
+      raise UserError(f"data.mixture={mixture!r}: {part!r} is neither a mixture "
+                      f"({', '.join(MIXTURES)}) nor a task ({', '.join(tasks)})")
+    out += [t for t in got if t not in out]
+  return tuple(out)
 
 
 @dataclasses.dataclass
@@ -129,9 +145,9 @@ def _kd_examples(tokenizer, cfg: DataConfig):
   eos = tokenizer.eos_id if tokenizer.eos_id is not None else 1
   by_task = {t: formatting.token_examples(paragraphs, readings, t, tokenizer.encode, eos,
                                           cfg.seq_len, table, cfg.sep, cfg.level)
-             for t in LEDGER_TASKS}
+             for t in LEDGER_TASKS + tuple(f"brd_{b}" for b in readings.declared)}
   by_task["brd_tdist"] = []  # the teacher's top-k exists for generated readings only
-  if cfg.task_distill_dir and "brd_tdist" in MIXTURES[cfg.mixture]:
+  if cfg.task_distill_dir and "brd_tdist" in mixture_tasks(cfg.mixture, tuple(by_task)):
     raise UserError("train.kd_weight > 0 with task distillation: the teacher's top-k is stored "
                     "for the ledger's readings only; use a mixture without brd_tdist")
   return by_task, table.arrays()
@@ -161,9 +177,8 @@ def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   from brd_jax.behaviors import task_distill
   return {
       "brd_ori": formatting.original_examples(paragraphs),
-      "brd_ner": formatting.behavior_examples(paragraphs, readings, "ner", cfg.sep, cfg.level),
-      "brd_qra": formatting.behavior_examples(paragraphs, readings, "qra", cfg.sep, cfg.level),
-      "brd_skd": formatting.skd_examples(paragraphs, readings),
+      **{f"brd_{b}": formatting.examples(paragraphs, readings, b, cfg.sep, cfg.level)
+         for b in ("ner", "qra", "skd", *readings.declared)},
       "brd_tdist": task_distill.read(cfg.task_distill_dir) if cfg.task_distill_dir else [],
   }
 
@@ -173,12 +188,13 @@ def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Regi
 
   kd: token-level examples carrying the teacher's top-k (see `formatting.token_examples`)."""
   cfg = cfg or DataConfig()
-  if cfg.mixture not in MIXTURES:
-    raise UserError(f"data.mixture={cfg.mixture!r}: one of {', '.join(MIXTURES)}")
+  # a behaviour declared in a file is a task only once its ledger is read: any brd_* passes here
+  named = mixture_tasks(cfg.mixture, TASKS + tuple(
+      t for t in cfg.mixture.split("+") if t.startswith("brd_")))
   if kd and cfg.export_dir:
     raise UserError("train.kd_weight > 0 needs the ledger's top-k logprobs, which an export does "
                     "not hold; train from data.paragraphs_dir + data.ledger_dir")
-  if "brd_tdist" in MIXTURES[cfg.mixture] and not (cfg.task_distill_dir or cfg.export_dir):
+  if "brd_tdist" in named and not (cfg.task_distill_dir or cfg.export_dir):
     raise UserError(f"data.mixture={cfg.mixture} mixes task distillation (brd_tdist), but "
                     "data.task_distill_dir is not set")
   vocab = TokenizerVocabulary(tokenizer)
@@ -191,26 +207,32 @@ def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Regi
   for name, examples in by_task.items():
     (_token_task if kd else _task)(name, examples, vocab, cfg.shuffle_buffer)
   counts = {t: len(e) for t, e in by_task.items()}
-  unknown = set(cfg.rates or {}) - set(TASKS)
+  unknown = set(cfg.rates or {}) - set(by_task)
   if unknown:
-    raise UserError(f"data.rates names unknown tasks {sorted(unknown)}; tasks: {', '.join(TASKS)}")
+    raise UserError(f"data.rates names unknown tasks {sorted(unknown)}; tasks: "
+                    f"{', '.join(by_task)}")
+  chosen = mixture_tasks(cfg.mixture, tuple(by_task))
   used = {}
-  for mix, tasks in MIXTURES.items():
+  for mix, tasks in {**MIXTURES, cfg.mixture: chosen}.items():
     # An empty task would end the whole mixture (seqio stops on the first empty dataset).
     rates = {t: float((cfg.rates or {}).get(t, counts[t])) for t in tasks if counts[t]}
     rates = {t: r for t, r in rates.items() if r > 0}
-    seqio.MixtureRegistry.remove(mix)
+    seqio.MixtureRegistry.remove(seqio_name(mix))
     if rates:
-      seqio.MixtureRegistry.add(mix, list(rates.items()))
+      seqio.MixtureRegistry.add(seqio_name(mix), list(rates.items()))
     if mix == cfg.mixture:
       used = rates
   if not used:
     raise UserError(f"mixture {cfg.mixture} has no examples (counts: {counts})")
-  for t in MIXTURES[cfg.mixture]:
+  for t in chosen:
     if not counts[t] and t != "brd_skd":
       logging.warning("task %s has no examples; %s mixes without it", t, cfg.mixture)
   tokens = {t: _token_counts(by_task[t], vocab.encode, cfg.seq_len, eos=not kd) for t in used}
   return Registered(cfg.mixture, counts, used, vocab, kd_table, tokens)
+
+
+def seqio_name(mixture: str) -> str:
+  return mixture.replace("+", "#")  # seqio's names take no '+'
 
 
 def _kd_decoder_features(ds, lengths, pack: bool, bos: int):
@@ -249,7 +271,7 @@ def dataset(reg: Registered, batch_size: int, cfg: DataConfig | None = None,
   lengths = {"targets": cfg.seq_len}
   if reg.kd_table is not None:
     lengths["teacher_slot"] = cfg.seq_len
-  ds = seqio.get_mixture_or_task(reg.mixture).get_dataset(
+  ds = seqio.get_mixture_or_task(seqio_name(reg.mixture)).get_dataset(
       sequence_length=lengths, split="train", shuffle=True, seed=cfg.seed, num_epochs=None,
       shard_info=seqio.ShardInfo(host, n_hosts) if n_hosts > 1 else None, use_cached=False)
   tok = reg.vocabulary.tokenizer

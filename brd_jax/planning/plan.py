@@ -96,7 +96,7 @@ def prompt_tokens(gcfg, pcfg: PlanConfig) -> int:
   if pcfg.prompt_tokens:
     return pcfg.prompt_tokens
   from brd_jax.behaviors import templates
-  chosen = templates.chosen(gcfg.templates)
+  chosen = templates.chosen(gcfg.templates, gcfg.behaviors)
   sentence = "Marie Curie moved to Paris in 1891 to study physics and mathematics at the Sorbonne."
   lengths = []
   for b in gcfg.behaviors:
