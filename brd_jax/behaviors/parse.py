@@ -16,8 +16,6 @@ import re
 from brd_jax.behaviors import spec
 
 SHARED_ERRORS = ("empty", "truncated", "runaway_repetition", "not_english")
-_EN = frozenset("the a an of and to in is was are were for on with as by at from that this it "
-                "what who when where why how which did does do".split())
 _OTHER = frozenset("le la les est une des et der die das und ist el los las que por una del y "
                    "il di che non sono".split())
 
@@ -39,7 +37,7 @@ def not_english(text: str) -> bool:
   ws = re.findall(r"[^\W\d_]+", text.lower())
   if len(ws) < 6:
     return False
-  en, other = sum(w in _EN for w in ws), sum(w in _OTHER for w in ws)
+  en, other = sum(w in spec.EN_WORDS for w in ws), sum(w in _OTHER for w in ws)
   return other > en
 
 

@@ -35,10 +35,13 @@ STYLES = ("chat", "inline", "plain")
 CHECKS = ("in_unit", "grounded")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s*")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_STOP = frozenset(
-    "the a an of and to in is was are were for on with as by at from that this it what who when "
-    "where why how which did does do not but had has have his her him she they them their there "
-    "then than very also just about into onto over some any all one two its our your you".split())
+# the most common English words (parse.not_english counts them), and with more, the stop list
+# of `grounded`
+EN_WORDS = frozenset("the a an of and to in is was are were for on with as by at from that this "
+                     "it what who when where why how which did does do".split())
+_STOP = EN_WORDS | frozenset("not but had has have his her him she they them their there then "
+                             "than very also just about into onto over some any all one two its "
+                             "our your you".split())
 
 
 def _norm(s: str) -> str:

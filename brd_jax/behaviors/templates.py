@@ -76,15 +76,14 @@ def chosen(overrides: dict | None, behaviors=()) -> dict[str, str]:
 
 
 def get(template_id: str, behavior: str | None = None) -> Template:
-  name = template_id.split("@")[0]
-  for b in {behavior, name, name.rsplit("-", 1)[0]} - {None}:
-    try:
-      found = of(spec.get(b)).get(template_id)
-    except UserError:
-      continue
-    if found is not None:
-      if behavior and found.behavior != behavior:
-        raise UserError(f"template {template_id} is for {found.behavior}, not {behavior}")
-      return found
+  owner = template_id.split("@")[0].split("-")[0]  # behaviour names hold no '-'
+  try:
+    found = of(spec.get(owner)).get(template_id)
+  except UserError:
+    found = None
+  if found is not None:
+    if behavior and found.behavior != behavior:
+      raise UserError(f"template {template_id} is for {found.behavior}, not {behavior}")
+    return found
   known = sorted(t for b in spec.known() for t in of(spec.get(b)))
   raise UserError(f"unknown template {template_id!r}; known: {', '.join(known)}")

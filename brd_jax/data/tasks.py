@@ -232,7 +232,9 @@ def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Regi
 
 
 def seqio_name(mixture: str) -> str:
-  return mixture.replace("+", "#")  # seqio's names take no '+'
+  """A configured mixture's seqio name: its own when in MIXTURES, else one that no Task has
+  (`brd_ori` alone is a Task's name) and without '+', which seqio's names do not take."""
+  return mixture if mixture in MIXTURES else "mix#" + mixture.replace("+", "#")
 
 
 def _kd_decoder_features(ds, lengths, pack: bool, bos: int):
