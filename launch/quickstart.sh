@@ -5,16 +5,11 @@
 # BRD mixture and, as the control, on the corpus alone -> zero-shot evaluation of the teacher and
 # the students before and after -> report.md. A re-run skips finished stages.
 #   $BRD_WORKDIR   work dir (default runs/demo)
-#   $BRD_EVAL_DATA a folder with the NLI tasks' files (rte/, cb/, ...): they are evaluated too
+#   $BRD_EVAL_DATA the official evaluation files (rte/, cb/, sst2/, boolq/; default
+#                  ../shared/data/eval beside the repository)
 # Extra arguments go to `brd pipeline` (e.g. --gin 'corpus.max_paragraphs=40').
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$ROOT"
 WORK=${BRD_WORKDIR:-runs/demo}
-extra=()
-if [ -n "${BRD_EVAL_DATA:-}" ] && [ -d "$BRD_EVAL_DATA/rte" ]; then
-  tasks="'bigbench:analytic_entailment', 'bigbench:presuppositions_as_nli', \
-'bigbench:epistemic_reasoning', 'bigbench:sports_understanding', 'rte', 'cb', 'sst2'"
-  extra=(--gin "eval.tasks = ($tasks)" --gin "corpus.decontaminate = ($tasks)")
-fi
-exec brd pipeline --gin_file experiments/demo_cpu --workdir "$WORK" "${extra[@]}" "$@"
+exec brd pipeline --gin_file experiments/demo_cpu --workdir "$WORK" "$@"

@@ -57,6 +57,11 @@ _REF_E2E = ("tests/test_evaluation.py::"
             "test_brd_eval_reference_model_scores_the_teacher_against_the_student")
 _EXPERIMENT = ("tests/test_experiment.py::"
                "test_an_experiment_of_three_arms_and_two_seeds_reads_once_and_adds_an_arm_alone")
+_TRAIN_RESUME = ("tests/test_train_cli.py::"
+                 "test_resume_after_sigkill_restores_the_last_checkpoint_and_redoes_only_later_steps")
+_ASSET_ARCHIVE = "tests/test_assets.py::test_a_local_archive_is_taken_only_with_the_pinned_bytes"
+_ASSET_WITHDRAWN = ("tests/test_assets.py::"
+                    "test_a_withdrawn_release_is_named_with_the_way_to_give_a_copy")
 _LAYERS_UP = "tests/test_structure.py::test_no_module_imports_cli_config_or_pipeline_from_below"
 _LAYERS_CIRCLE = "tests/test_structure.py::test_the_package_has_no_import_circle"
 _TDIST = ("tests/test_task_distill.py::"
@@ -187,6 +192,23 @@ BREAKS: list[Break] = [
     Break("average_of_first_task", "brd_jax/pipeline_report.py",
           "  means = np.mean(per_task, axis=0)", "  means = per_task[0]",
           (_EXPERIMENT,), "the average's interval resamples one task only"),
+    Break("paper_difference_unreferenced", "brd_jax/pipeline_report.py",
+          'p_diff = f"{p - p_ref:+.1f}"', 'p_diff = f"{p:+.1f}"', (_EXPERIMENT,),
+          "the paper's column shows its arm's figure, not its difference from the reference"),
+    Break("cut_share_of_kept_text", "brd_jax/pipeline_report.py",
+          'cut = s0["tokens_cut"] / max(s0["tokens_cut"] + s0["unique_tokens"], 1)',
+          'cut = s0["tokens_cut"] / max(s0["unique_tokens"], 1)', (_PIPE,),
+          "the share cut by seq_len is taken of the kept text, not of all the text"),
+    Break("tokens_seen_not_restored", "brd_jax/training/loop.py",
+          'prov, seen = old_meta["provenance"], event["tokens_seen"]',
+          'prov, seen = old_meta["provenance"], 0', (_TRAIN_RESUME,),
+          "a resumed run counts tokens seen from 0: the report's epochs shrink after a kill"),
+    Break("archive_pin_unchecked", "brd_jax/assets.py", "      if got != a.archive_sha256:",
+          "      if False:", (_ASSET_ARCHIVE,),
+          "a local copy of an archive is taken whatever its bytes"),
+    Break("withdrawn_is_any_error", "brd_jax/assets.py", "      raise Withdrawn(",
+          "      raise UserError(", (_ASSET_WITHDRAWN,),
+          "a withdrawn release reads as a network failure (and its test fails instead of BLOCKED)"),
     Break("tdist_reads_labels", "brd_jax/behaviors/task_distill.py",
           "  docs = {t: tasks_lib.prompts(t, data_dir) for t in tasks}",
           "  docs = {t: tasks_lib.load(t, data_dir) for t in tasks}", (_TDIST,),

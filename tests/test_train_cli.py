@@ -108,6 +108,9 @@ def test_resume_after_sigkill_restores_the_last_checkpoint_and_redoes_only_later
   assert [r["step"] for r in full] == list(range(1, 31)) == [r["step"] for r in resumed]
   for a, b in zip(full, resumed):
     assert a["example_ids"] == b["example_ids"], a["step"]
+  # The count of tokens trained on survives each restore (the report's epochs come from it).
+  assert [r["tokens_seen"] for r in resumed] == [r["tokens_seen"] for r in full]
+  assert summary["tokens_seen"] == full[-1]["tokens_seen"] > 0
   np.testing.assert_allclose([r["loss"] for r in resumed], [r["loss"] for r in full],
                              rtol=1e-6, atol=0)
   # Steps a killed attempt ran past its last checkpoint were redone identically.
