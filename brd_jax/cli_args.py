@@ -182,6 +182,9 @@ def _bench(p):
   p.add_argument("--repeats", type=POS_INT, default=2)
   p.add_argument("--seq_len", type=POS_INT, default=128, help="train: sequence length")
   p.add_argument("--steps", type=POS_INT, default=5, help="train: timed steps per side (median)")
+  p.add_argument("--dtype", choices=["float32", "bfloat16"], help="train, decode: compute dtype "
+                 "on both sides (default float32); train keeps fp32 master weights on both (torch "
+                 "under autocast), decode runs bf16 weights on both")
   p.add_argument("--mb", type=POS_FLOAT, default=50, help="corpus: MB of generated input")
   p.add_argument("--processes", type=POS_INT, default=2, help="corpus: brd corpus processes")
   p.add_argument("--input", help="split: text for the MB/s column (default: the real English "

@@ -107,6 +107,47 @@ def test_bf16_compute_stays_close_to_fp32(tmp_path):
   assert 0 < diff < 0.05
 
 
+def test_bf16_logits_are_as_close_to_fp32_as_transformers_bf16_on_every_family(family):
+  """bf16 compute (fp32 master weights) against the fp32 reference: no further from it than
+  transformers' own bf16 model is (x1.5 + 0.02 for the rounding points that differ)."""
+  import torch
+  name, path, ref = family
+  ids, mask, pos = hf_tiny.left_padded_batch()
+  want = hf_tiny.hf_logits(ref, ids, mask, pos)
+  theirs = hf_tiny.masked_max_diff(hf_tiny.hf_logits(ref.to(torch.bfloat16), ids, mask, pos),
+                                   want, mask)
+  ref.to(torch.float32)
+  bf16, _ = hf.import_dir(path, overrides={"dtype": "bfloat16"})
+  got, _ = bf16(jnp.asarray(ids), segment_ids_BT=jnp.asarray(mask))
+  ours = hf_tiny.masked_max_diff(got, want, mask)
+  assert 0 < ours <= 1.5 * theirs + 0.02, (name, ours, theirs)
+
+
+def test_bf16_matmul_and_its_gradients_equal_xlas_bf16_dot():
+  """`layers.matmul` in bf16 (fp32 products, AMX on this CPU) against XLA's own bf16 `x @ w` and
+  its autodiff: forward and both gradients equal up to bf16 rounding."""
+  from brd_jax.models import layers
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 5, 48)), jnp.bfloat16)
+  w = jnp.asarray(rng.standard_normal((48, 40)), jnp.bfloat16)
+  c = jnp.asarray(rng.standard_normal((2, 5, 40)), jnp.float32)
+
+  def loss(f):
+    return lambda x, w: jnp.sum(f(x, w).astype(jnp.float32) * c)
+  ours = jax.jit(jax.value_and_grad(loss(layers.matmul), argnums=(0, 1)))(x, w)
+  plain = jax.jit(jax.value_and_grad(loss(lambda a, b: a @ b), argnums=(0, 1)))(x, w)
+  def dot_operands(f):  # the parameter types of the computation that holds the dot
+    text = jax.jit(f).lower(x, w).compile().as_text()
+    block = next(b for b in text.split("\n\n") if " dot(" in b)
+    return {ln.split("=")[1].split("[")[0].strip() for ln in block.splitlines() if "parameter(" in ln}
+  assert dot_operands(layers.matmul) == {"bf16"}  # what XLA:CPU runs on AMX
+  assert dot_operands(lambda a, b: a @ b) == {"f32"}  # upcast: why layers.matmul exists
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=2e-2, atol=2e-2)
+
+
 def test_named_configs_build_and_count_params():
   # The published sizes: SmolLM2 135M, XGLM 564M, GPT-2 124M / 774M, Vicuna 13B.
   expected = {"smollm2_135m": 134.5e6, "xglm_564m": 564.5e6, "gpt2_124m": 124.4e6,

@@ -17,7 +17,7 @@ def report(metric: str, project: float, peer: float, extra: dict, rows: list[tup
             "ratio": project / peer if peer else float("inf"), **extra}
   ceil = ceiling.block(model_cfg, kernel_rows, dtype)
   if "kernel_ratio" in ceil:
-    ceil["beyond_kernels"] = round(result["ratio"] / ceil["kernel_ratio"], 3)
+    ceil["beyond_kernels"] = ceiling.sig(result["ratio"] / ceil["kernel_ratio"])
   result["ceiling"] = ceil
   rows = rows + [("ratio (project / peer)", f"{result['ratio']:.2f}x")] + \
       ceiling.rows_of(ceil, result["ratio"])

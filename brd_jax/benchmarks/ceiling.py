@@ -54,15 +54,18 @@ def _time(fn, min_s: float = 0.2) -> float:
 
 
 def matmuls(shape_list, dtypes=("float32", "bfloat16")) -> list[dict]:
-  """GFLOP/s of `jax.jit(a @ b)` and `torch.matmul` per shape and dtype (torch on its default
-  threads, XLA on its own thread pool)."""
+  """GFLOP/s of XLA's dot as the models take it (`layers.matmul`) and of `torch.matmul`, per shape
+  and dtype (torch on its default threads, XLA on its own thread pool); in bf16 also XLA's plain
+  `a @ b` (`xla_plain_gflops`), which XLA:CPU upcasts to fp32."""
   import jax
   import jax.numpy as jnp
   import numpy as np
   import torch
+  from brd_jax.models import layers
   out = []
   rng = np.random.default_rng(0)
-  dot = jax.jit(lambda a, b: a @ b)
+  dot = jax.jit(layers.matmul)
+  plain = jax.jit(lambda a, b: a @ b)
   for name, m, k, n in shape_list:
     a32, b32 = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
     for dt in dtypes:
@@ -74,8 +77,11 @@ def matmuls(shape_list, dtypes=("float32", "bfloat16")) -> list[dict]:
       with torch.no_grad():
         tor = _time(lambda: torch.matmul(ta, tb))
       out.append({"name": name, "shape": [m, k, n], "dtype": dt,
-                  "xla_gflops": round(flops / xla / 1e9, 1),
-                  "torch_gflops": round(flops / tor / 1e9, 1)})
+                  "xla_gflops": sig(flops / xla / 1e9),
+                  "torch_gflops": sig(flops / tor / 1e9)})
+      if dt == "bfloat16":
+        out[-1]["xla_plain_gflops"] = sig(
+            flops / _time(lambda: plain(ja, jb).block_until_ready()) / 1e9)
   return out
 
 
@@ -87,7 +93,12 @@ def kernel_ratio(rows: list[dict], dtype: str) -> float | None:
   flops = [2 * r["shape"][0] * r["shape"][1] * r["shape"][2] for r in sel]
   t_xla = sum(f / r["xla_gflops"] for f, r in zip(flops, sel))
   t_torch = sum(f / r["torch_gflops"] for f, r in zip(flops, sel))
-  return round(t_torch / t_xla, 3)
+  return sig(t_torch / t_xla)
+
+
+def sig(x: float) -> float:
+  """Four significant digits: a tiny shape's GFLOP/s must not round to 0 (ratios divide by it)."""
+  return float(f"{x:.4g}")
 
 
 def block(cfg=None, rows: int = 0, dtype: str = "float32") -> dict:

@@ -1,6 +1,6 @@
 """`brd bench decode`: JAX engine vs `transformers` generate on the same dequantised weights.
 
-SmolLM2-135M-Instruct, fp32, greedy with KV cache, batch 32, 64-token prompts, 64 new tokens
+SmolLM2-135M-Instruct, fp32 (or bf16 weights and compute on both sides), greedy with KV cache, batch 32, 64-token prompts, 64 new tokens
 (end tokens ignored on both sides so every row decodes all 64). Both are warmed up once, then
 timed over `repeats` runs; the median wall time gives tokens/s.
 """
@@ -33,14 +33,15 @@ def make_prompts(tokenizer, batch: int, length: int) -> list[list[int]]:
 
 
 def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int = 32, prompt_len: int = 64,
-        new_tokens: int = 64, repeats: int = 2, json_path: str | None = None) -> dict:
+        new_tokens: int = 64, repeats: int = 2, dtype: str = "float32",
+        json_path: str | None = None) -> dict:
   import torch
   import transformers
   from brd_jax.checkpoints import hf, resolve
   from brd_jax.inference.engine import Engine
   from brd_jax.inference.sampling import Sampling
 
-  loaded = resolve.load(model_spec)
+  loaded = resolve.load(model_spec, overrides={"dtype": dtype, "param_dtype": dtype})
   prompts = make_prompts(loaded.tokenizer, batch, prompt_len)
   engine = Engine(loaded.model, loaded.tokenizer, max_batch=batch)
 
@@ -51,7 +52,7 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int = 32, prompt
   with tempfile.TemporaryDirectory() as tmp:
     hf.export_dir(loaded.model, pathlib.Path(tmp))  # the same dequantised fp32 weights
     peer_model = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp, dtype=torch.float32).eval()
+        tmp, dtype=getattr(torch, dtype)).eval()
   input_ids = torch.tensor(prompts)
 
   def peer():
@@ -79,9 +80,9 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int = 32, prompt
   return report(
       "decode_tokens_per_s", tps["project"], tps["peer"],
       {"agreement": agree, "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens,
-       "dtype": "float32", "torch_threads": torch.get_num_threads()},
+       "dtype": dtype, "torch_threads": torch.get_num_threads()},
       [("model", model_spec), ("batch x prompt + new", f"{batch} x {prompt_len} + {new_tokens}"),
        ("brd_jax tokens/s", f"{tps['project']:.1f}"),
        ("transformers tokens/s", f"{tps['peer']:.1f}"),
        ("rows with identical tokens", f"{agree:.3f}")], json_path,
-      model_cfg=loaded.model.cfg, kernel_rows=batch)
+      model_cfg=loaded.model.cfg, kernel_rows=batch, dtype=dtype)

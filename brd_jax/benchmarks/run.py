@@ -11,11 +11,12 @@ def run(what: str, o: dict) -> None:
                  max_new_tokens=o["max_new_tokens"], ablation=not o["no_ablation"], json_path=out)
   elif what == "decode":
     from brd_jax.benchmarks import decode
-    decode.run(o["model"], batch=o["batch_size"] or 32, repeats=o["repeats"], json_path=out)
+    decode.run(o["model"], batch=o["batch_size"] or 32, repeats=o["repeats"],
+               dtype=o["dtype"] or "float32", json_path=out)
   elif what == "train":
     from brd_jax.benchmarks import train
     train.run(o["model"], batch=o["batch_size"], seq_len=o["seq_len"], steps=o["steps"],
-              json_path=out)
+              dtype=o["dtype"] or "float32", json_path=out)
   elif what == "corpus":
     from brd_jax.benchmarks import corpus
     corpus.run(o["mb"], o["processes"], json_path=out)

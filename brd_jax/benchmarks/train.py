@@ -1,7 +1,8 @@
 """`brd bench train`: the project's jitted train step vs a plain PyTorch `transformers` loop.
 
 Same architecture and weights (the model exported to an HF dir and reloaded by `transformers`),
-same random token batch, fp32, AdamW (lr 1e-4, weight decay 0.1) with global-norm clipping at 1.0
+same random token batch, fp32 or bf16 compute with fp32 master weights (torch under
+`torch.autocast`), AdamW (lr 1e-4, weight decay 0.1) with global-norm clipping at 1.0
 on both sides. Each side runs one warm-up step (compilation for the project), then `steps` timed
 steps; tokens/s uses the median step. The first-step losses must agree (the same math).
 """
@@ -18,7 +19,8 @@ from brd_jax.benchmarks import report
 
 
 def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = None,
-        seq_len: int = 128, steps: int = 5, json_path: str | None = None) -> dict:
+        seq_len: int = 128, steps: int = 5, dtype: str = "float32",
+        json_path: str | None = None) -> dict:
   import jax
   import torch
   import transformers
@@ -30,7 +32,7 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = Non
   from brd_jax.training.config import TrainConfig
 
   batch = batch or 8
-  loaded = resolve.load(model_spec)
+  loaded = resolve.load(model_spec, overrides={"dtype": dtype})
   cfg = loaded.cfg
   rng = np.random.default_rng(0)
   tokens = rng.integers(3, cfg.vocab_size, (batch, seq_len + 1)).astype(np.int32)
@@ -72,7 +74,8 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = Non
 
   def peer():
     opt.zero_grad(set_to_none=True)
-    loss = peer_model(input_ids=ids, labels=ids).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      loss = peer_model(input_ids=ids, labels=ids).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(peer_model.parameters(), 1.0)
     opt.step()
@@ -94,11 +97,11 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = Non
   diff = abs(first_loss["project"] - first_loss["peer"])
   return report(
       "train_tokens_per_s", tps["project"], tps["peer"],
-      {"first_loss_abs_diff": diff, "batch": batch, "seq_len": seq_len, "dtype": "float32",
+      {"first_loss_abs_diff": diff, "batch": batch, "seq_len": seq_len, "dtype": dtype,
        "torch_threads": torch.get_num_threads()},
       [("model", f"{model_spec} ({cfg.num_params() / 1e6:.0f}M params)"),
        ("batch x seq_len", f"{batch} x {seq_len}"),
        ("brd_jax tokens/s", f"{tps['project']:.1f}"),
        ("transformers tokens/s", f"{tps['peer']:.1f}"),
        ("first-step loss |diff|", f"{diff:.2e}")], json_path,
-      model_cfg=cfg, kernel_rows=batch * seq_len)
+      model_cfg=cfg, kernel_rows=batch * seq_len, dtype=dtype)

@@ -25,9 +25,15 @@ def grouped_attention(q_BTNH, k_BKSH, v_BKSH, mask_B1TS, scale):
   scoring); accelerators keep the fused (cuDNN / TPU) kernel there.
   """
   q = _grouped(q_BTNH, k_BKSH.shape[1])
-  s = _scores(jnp.einsum("bkgth,bksh->bkgts", q, k_BKSH), scale, mask_B1TS[:, :, None])
+  s = _scores(_f32(q, k_BKSH, "bkgth,bksh->bkgts"), scale, mask_B1TS[:, :, None])
   p = jax.nn.softmax(s, axis=-1).astype(v_BKSH.dtype)
-  return _ungrouped(jnp.einsum("bkgts,bksh->bkgth", p, v_BKSH))
+  return _ungrouped(_f32(p, v_BKSH, "bkgts,bksh->bkgth").astype(v_BKSH.dtype))
+
+
+def _f32(a, b, spec):
+  """einsum with an fp32 result: in bf16 XLA:CPU then keeps the operands bf16 (AMX) instead of
+  upcasting a whole KV cache every step; what the accumulation does anyway."""
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
 
 
 def _grouped(q_BTNH, K: int):
@@ -51,9 +57,9 @@ def prefix_grouped_attention(q_BTNH, pk_KPH, pv_KPH, pmask_P, k_BKSH, v_BKSH, ma
   The prefix is read once per step for all rows instead of once per row, and never copied.
   """
   q = _grouped(q_BTNH, k_BKSH.shape[1])
-  sp = _scores(jnp.einsum("bkgth,kph->bkgtp", q, pk_KPH), scale, pmask_P)
-  ss = _scores(jnp.einsum("bkgth,bksh->bkgts", q, k_BKSH), scale, mask_B1TS[:, :, None])
+  sp = _scores(_f32(q, pk_KPH, "bkgth,kph->bkgtp"), scale, pmask_P)
+  ss = _scores(_f32(q, k_BKSH, "bkgth,bksh->bkgts"), scale, mask_B1TS[:, :, None])
   p = jax.nn.softmax(jnp.concatenate([sp, ss], -1), axis=-1).astype(v_BKSH.dtype)
   P = pk_KPH.shape[1]
-  return _ungrouped(jnp.einsum("bkgtp,kph->bkgth", p[..., :P], pv_KPH)
-                    + jnp.einsum("bkgts,bksh->bkgth", p[..., P:], v_BKSH))
+  return _ungrouped((_f32(p[..., :P], pv_KPH, "bkgtp,kph->bkgth")
+                     + _f32(p[..., P:], v_BKSH, "bkgts,bksh->bkgth")).astype(v_BKSH.dtype))

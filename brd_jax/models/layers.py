@@ -95,10 +95,43 @@ def sinusoidal(positions_BT, d: int, offset: int):
   return emb
 
 
+def matmul(x_BTD, w_DF):
+  """x @ w. In bf16 on CPU the product is taken as bf16 x bf16 -> fp32, then rounded to bf16: the
+  numbers XLA computes for a bf16 dot anyway, but XLA:CPU (jaxlib 0.10) keeps a dot's bf16
+  operands only when its result is fp32, and then runs it on AMX (~5x its fp32 dot on this
+  machine); a bf16-result dot it upcasts to fp32, slower than fp32 itself. The backward products
+  take the same form (custom VJP). Accelerators keep the plain dot."""
+  if x_BTD.dtype != jnp.bfloat16 or w_DF.dtype != jnp.bfloat16 or sharding.platform() != "cpu":
+    return x_BTD @ w_DF
+  return _bf16_matmul(x_BTD, w_DF)
+
+
+def _f32_product(a, b, spec):
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(jnp.bfloat16)
+
+
+@jax.custom_vjp
+def _bf16_matmul(x, w):
+  return _f32_product(x, w, "...d,df->...f")
+
+
+def _bf16_matmul_fwd(x, w):
+  return _bf16_matmul(x, w), (x, w)
+
+
+def _bf16_matmul_bwd(res, g):
+  x, w = res
+  g = g.astype(jnp.bfloat16)
+  return _f32_product(g, w, "...f,df->...d"), _f32_product(x, g, "...d,...f->df")
+
+
+_bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
+
+
 def _proj(h_BTD, w_DNH):
   """(B,T,D) x (D,N,H) -> (B,T,N,H) as one 2-D matmul."""
   D, N, H = w_DNH.shape
-  return (h_BTD @ w_DNH.reshape(D, N * H)).reshape(*h_BTD.shape[:2], N, H)
+  return matmul(h_BTD, w_DNH.reshape(D, N * H)).reshape(*h_BTD.shape[:2], N, H)
 
 
 def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, kv=None, layer=None):
@@ -127,20 +160,20 @@ def block(cfg: ModelConfig, p: dict, x_BTD, positions_BT, mask_B1TS, inv_freq, k
     o = jax.nn.dot_product_attention(q, k, v, mask=mask_B1TS, scale=cfg.head_dim ** -0.5)
   # 2-D matmuls on reshaped (free) weight views: XLA CPU would otherwise transpose weights
   # inside the decode loop on every step.
-  o = o.reshape(*o.shape[:2], -1) @ p["wo"].reshape(-1, p["wo"].shape[-1])
+  o = matmul(o.reshape(*o.shape[:2], -1), p["wo"].reshape(-1, p["wo"].shape[-1]))
   if cfg.o_bias:
     o = o + p["bo"]
   x_BTD = sharding.constrain(x_BTD + o, ("batch", "length", "embed"))
   h = norm(cfg, x_BTD, p["mlp_norm"], p.get("mlp_norm_b"))
-  up = h @ p["w_up"]
+  up = matmul(h, p["w_up"])
   if cfg.mlp_bias:
     up = up + p["b_up"]
   if cfg.gated_mlp:
-    a = _activation(cfg, h @ p["w_gate"]) * up
+    a = _activation(cfg, matmul(h, p["w_gate"])) * up
   else:
     a = _activation(cfg, up)
   a = sharding.constrain(a, ("batch", "length", "mlp"))
-  out = a @ p["w_down"]
+  out = matmul(a, p["w_down"])
   if cfg.mlp_bias:
     out = out + p["b_down"]
   return sharding.constrain(x_BTD + out, ("batch", "length", "embed")), kv
@@ -246,7 +279,7 @@ class Decoder(nnx.Module):
     """Final hidden states -> fp32 logits (the engine calls this on the last position only)."""
     dt = _DTYPES[self.cfg.dtype]
     if self.cfg.tie_embeddings:
-      logits = jnp.einsum("btd,vd->btv", x_BTD, self.embed[...].astype(dt))
+      logits = matmul(x_BTD, self.embed[...].astype(dt).T)
     else:
-      logits = jnp.einsum("btd,dv->btv", x_BTD, self.lm_head[...].astype(dt))
+      logits = matmul(x_BTD, self.lm_head[...].astype(dt))
     return sharding.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
