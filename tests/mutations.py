@@ -64,6 +64,8 @@ _ASSET_WITHDRAWN = ("tests/test_assets.py::"
                     "test_a_withdrawn_release_is_named_with_the_way_to_give_a_copy")
 _BF16_MM = "tests/test_models.py::test_bf16_matmul_and_its_gradients_equal_xlas_bf16_dot"
 _BF16_TRAIN = "tests/test_training.py::test_bf16_training_follows_fp32_with_fp32_master_weights"
+_BF16_CACHE = ("tests/test_models.py::"
+               "test_bf16_cached_decoding_keeps_an_fp32_cache_on_cpu_and_follows_transformers")
 _LAYERS_UP = "tests/test_structure.py::test_no_module_imports_cli_config_or_pipeline_from_below"
 _LAYERS_CIRCLE = "tests/test_structure.py::test_the_package_has_no_import_circle"
 _TDIST = ("tests/test_task_distill.py::"
@@ -221,6 +223,14 @@ BREAKS: list[Break] = [
           'preferred_element_type=jnp.float32).astype(jnp.bfloat16)',
           'preferred_element_type=jnp.float32)', (_BF16_MM, _BF16_TRAIN),
           "bf16 matmuls hand fp32 products on: the activations' dtype changes under the model"),
+    Break("bf16_cache_on_cpu", "brd_jax/models/layers.py",
+          '  return jnp.float32 if dt == jnp.bfloat16 and sharding.platform() == "cpu" else dt',
+          '  return dt', (_BF16_CACHE,),
+          "bf16 decoding on CPU keeps a bf16 cache, which XLA converts whole every step"),
+    Break("bf16_cache_attention_output_dtype", "brd_jax/models/cache.py",
+          "    return grouped_attention(q_BTNH.astype(k.dtype), k, v, mask_B1TS, scale).astype(dtype)",
+          "    return grouped_attention(q_BTNH.astype(k.dtype), k, v, mask_B1TS, scale)",
+          (_BF16_CACHE,), "cached attention hands fp32 on into a bf16 layer"),
     Break("tdist_reads_labels", "brd_jax/behaviors/task_distill.py",
           "  docs = {t: tasks_lib.prompts(t, data_dir) for t in tasks}",
           "  docs = {t: tasks_lib.load(t, data_dir) for t in tasks}", (_TDIST,),

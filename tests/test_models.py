@@ -64,6 +64,28 @@ def test_kv_cache_prefill_then_steps_equals_full_forward(family):
   assert hf_tiny.masked_max_diff(got, full, mask) < 1e-5
 
 
+def test_bf16_cached_decoding_keeps_an_fp32_cache_on_cpu_and_follows_transformers(tmp_path):
+  """bf16 on CPU caches keys and values in fp32 (a bf16 cache was converted whole every step);
+  prefill then steps stays as close to transformers' fp32 logits as its bf16 model does."""
+  import torch
+  ref = hf_tiny.llama(tmp_path)
+  ids, mask, pos = hf_tiny.left_padded_batch(lengths=(9, 12, 5))
+  want = hf_tiny.hf_logits(ref, ids, mask, pos)
+  theirs = hf_tiny.masked_max_diff(hf_tiny.hf_logits(ref.to(torch.bfloat16), ids, mask, pos),
+                                   want, mask)
+  model, _ = hf.import_dir(tmp_path, overrides={"dtype": "bfloat16"})
+  cache = model.init_cache(ids.shape[0], 16)
+  assert cache.k.dtype == jnp.float32
+  pre, cache = model(jnp.asarray(ids[:, :8]), segment_ids_BT=jnp.asarray(mask[:, :8]), cache=cache)
+  steps = [pre]
+  for t in range(8, 12):
+    lg, cache = model(jnp.asarray(ids[:, t:t + 1]), segment_ids_BT=jnp.asarray(mask[:, t:t + 1]),
+                      cache=cache)
+    steps.append(lg)
+  ours = hf_tiny.masked_max_diff(jnp.concatenate(steps, 1), want, mask)
+  assert 0 < ours <= 1.5 * theirs + 0.02, (ours, theirs)
+
+
 def test_packed_segments_equal_separate_forwards(family):
   _, path, _ = family
   model, _ = hf.import_dir(path)

@@ -33,6 +33,7 @@ from flax import nnx
 from brd_jax import sharding
 from brd_jax.inference import engine as plain
 from brd_jax.inference import sampling, speculate
+from brd_jax.models import layers
 from brd_jax.models.cache import SlotCache
 
 for _name in ("prefix", "insert", "step", "compact"):
@@ -263,7 +264,7 @@ class SlotEngine(plain.Engine):
       seg[0, P - len(prefix):] = 1
       pre = prefill_prefix(self._graphdef, self._state, self._layers, jnp.asarray(tokens),
                            jnp.asarray(seg))
-    cache = SlotCache.zeros(cfg, B, S, jnp.dtype(cfg.dtype), pre)
+    cache = SlotCache.zeros(cfg, B, S, jnp.dtype(layers.cache_dtype(cfg)), pre)
     rep = lambda shape, dt: self._place_rows(np.zeros(shape, dt))
     return dict(cache=cache, hist=rep((B, S), np.int32),
                 out=dict(tokens=rep((B, width), np.int32), logprobs=rep((B, width), np.float32),

@@ -65,9 +65,9 @@ class KVCache:
     return dataclasses.replace(self, k=put(self.k, k_BTKH), v=put(self.v, v_BTKH))
 
   def attend(self, layer, q_BTNH, mask_B1TS, scale, dtype):
-    k = jax.lax.dynamic_index_in_dim(self.k, layer, 0, keepdims=False).astype(dtype)
-    v = jax.lax.dynamic_index_in_dim(self.v, layer, 0, keepdims=False).astype(dtype)
-    return grouped_attention(q_BTNH, k, v, mask_B1TS, scale)
+    k = jax.lax.dynamic_index_in_dim(self.k, layer, 0, keepdims=False)
+    v = jax.lax.dynamic_index_in_dim(self.v, layer, 0, keepdims=False)
+    return grouped_attention(q_BTNH.astype(k.dtype), k, v, mask_B1TS, scale).astype(dtype)
 
   def advanced(self, seg_BT) -> "KVCache":
     return KVCache(k=self.k, v=self.v, seg=self._kseg(seg_BT), index=self.index + seg_BT.shape[1],
@@ -121,9 +121,10 @@ class SlotCache:
     return dataclasses.replace(self, k=put(self.k, k_BTKH), v=put(self.v, v_BTKH))
 
   def attend(self, layer, q_BTNH, mask_B1TS, scale, dtype):
-    at = lambda c: jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False).astype(dtype)
-    return prefix_grouped_attention(q_BTNH, at(self.prefix_k), at(self.prefix_v), self.prefix_ok,
-                                    at(self.k), at(self.v), mask_B1TS, scale)
+    at = lambda c: jax.lax.dynamic_index_in_dim(c, layer, 0, keepdims=False).astype(self.k.dtype)
+    return prefix_grouped_attention(q_BTNH.astype(self.k.dtype), at(self.prefix_k),
+                                    at(self.prefix_v), self.prefix_ok, at(self.k), at(self.v),
+                                    mask_B1TS, scale).astype(dtype)
 
   def advanced(self, seg_BT) -> "SlotCache":
     del seg_BT
