@@ -185,6 +185,9 @@ def _bench(p):
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="train, decode: compute dtype "
                  "on both sides (default float32); train keeps fp32 master weights on both (torch "
                  "under autocast), decode runs bf16 weights on both")
+  p.add_argument("--remat", choices=["none", "full", "dots", "dots_no_batch"], default="none",
+                 help="train: the project's remat policy (in bf16 on CPU 'dots' is ~2.5x faster: "
+                 "see student.remat in configs/experiments/demo_cpu.gin)")
   p.add_argument("--mb", type=POS_FLOAT, default=50, help="corpus: MB of generated input")
   p.add_argument("--processes", type=POS_INT, default=2, help="corpus: brd corpus processes")
   p.add_argument("--input", help="split: text for the MB/s column (default: the real English "

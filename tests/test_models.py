@@ -102,7 +102,8 @@ def test_packed_segments_equal_separate_forwards(family):
     start += len(d)
 
 
-@pytest.mark.parametrize("scan,remat", [(False, "none"), (True, "full"), (False, "dots")])
+@pytest.mark.parametrize("scan,remat", [(False, "none"), (True, "full"), (False, "dots"),
+                                        (True, "dots")])
 def test_scan_and_remat_options_do_not_change_logits(tmp_path, scan, remat):
   hf_tiny.llama(tmp_path)
   ids, mask, _ = hf_tiny.left_padded_batch()
@@ -147,7 +148,8 @@ def test_bf16_logits_are_as_close_to_fp32_as_transformers_bf16_on_every_family(f
 
 def test_bf16_matmul_and_its_gradients_equal_xlas_bf16_dot():
   """`layers.matmul` in bf16 (fp32 products, AMX on this CPU) against XLA's own bf16 `x @ w` and
-  its autodiff: forward and both gradients equal up to bf16 rounding."""
+  its autodiff: forward and both gradients equal up to bf16 rounding; in fp32 up to fp32's
+  rounding."""
   from brd_jax.models import layers
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((2, 5, 48)), jnp.bfloat16)
@@ -168,6 +170,14 @@ def test_bf16_matmul_and_its_gradients_equal_xlas_bf16_dot():
     assert a.dtype == b.dtype
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                rtol=2e-2, atol=2e-2)
+  # fp32 takes the same custom VJP on CPU (its weight gradient as an einsum of its own): equal
+  # to autodiff's at fp32 rounding
+  x, w = x.astype(jnp.float32), w.astype(jnp.float32)
+  ours = jax.jit(jax.value_and_grad(loss(layers.matmul), argnums=(0, 1)))(x, w)
+  plain = jax.jit(jax.value_and_grad(loss(lambda a, b: a @ b), argnums=(0, 1)))(x, w)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+    assert a.dtype == b.dtype == jnp.float32
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
 def test_named_configs_build_and_count_params():

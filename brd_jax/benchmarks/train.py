@@ -2,9 +2,10 @@
 
 Same architecture and weights (the model exported to an HF dir and reloaded by `transformers`),
 same random token batch, fp32 or bf16 compute with fp32 master weights (torch under
-`torch.autocast`), AdamW (lr 1e-4, weight decay 0.1) with global-norm clipping at 1.0
-on both sides. Each side runs one warm-up step (compilation for the project), then `steps` timed
-steps; tokens/s uses the median step. The first-step losses must agree (the same math).
+`torch.autocast`), AdamW (lr 1e-4, weight decay 0.1) with global-norm clipping at 1.0 on both
+sides; the project under the remat policy asked for (torch keeps every activation). Each side
+runs one warm-up step (compilation for the project), then `steps` timed steps; tokens/s uses the
+median step. The first-step losses must agree (the same math).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from brd_jax.benchmarks import report
 
 
 def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = None,
-        seq_len: int = 128, steps: int = 5, dtype: str = "float32",
+        seq_len: int = 128, steps: int = 5, dtype: str = "float32", remat: str = "none",
         json_path: str | None = None) -> dict:
   import jax
   import torch
@@ -32,7 +33,7 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = Non
   from brd_jax.training.config import TrainConfig
 
   batch = batch or 8
-  loaded = resolve.load(model_spec, overrides={"dtype": dtype})
+  loaded = resolve.load(model_spec, overrides={"dtype": dtype, "remat": remat})
   cfg = loaded.cfg
   rng = np.random.default_rng(0)
   tokens = rng.integers(3, cfg.vocab_size, (batch, seq_len + 1)).astype(np.int32)
@@ -98,9 +99,10 @@ def run(model_spec: str = "asset:smollm2-135m-instruct", batch: int | None = Non
   return report(
       "train_tokens_per_s", tps["project"], tps["peer"],
       {"first_loss_abs_diff": diff, "batch": batch, "seq_len": seq_len, "dtype": dtype,
+       "remat": remat,
        "torch_threads": torch.get_num_threads()},
       [("model", f"{model_spec} ({cfg.num_params() / 1e6:.0f}M params)"),
-       ("batch x seq_len", f"{batch} x {seq_len}"),
+       ("batch x seq_len", f"{batch} x {seq_len}"), ("brd_jax remat", remat),
        ("brd_jax tokens/s", f"{tps['project']:.1f}"),
        ("transformers tokens/s", f"{tps['peer']:.1f}"),
        ("first-step loss |diff|", f"{diff:.2e}")], json_path,

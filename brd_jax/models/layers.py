@@ -96,36 +96,45 @@ def sinusoidal(positions_BT, d: int, offset: int):
 
 
 def matmul(x_BTD, w_DF):
-  """x @ w. In bf16 on CPU the product is taken as bf16 x bf16 -> fp32, then rounded to bf16: the
-  numbers XLA computes for a bf16 dot anyway, but XLA:CPU (jaxlib 0.10) keeps a dot's bf16
-  operands only when its result is fp32, and then runs it on AMX (~5x its fp32 dot on this
-  machine); a bf16-result dot it upcasts to fp32, slower than fp32 itself. The backward products
-  take the same form (custom VJP). Accelerators keep the plain dot."""
-  if x_BTD.dtype != jnp.bfloat16 or w_DF.dtype != jnp.bfloat16 or sharding.platform() != "cpu":
+  """x @ w, with its own backward products on CPU (custom VJP), for two reasons found by
+  profiling the train step on XLA:CPU (jaxlib 0.10):
+  - bf16: the product is taken as bf16 x bf16 -> fp32, then rounded to bf16: the numbers XLA
+    computes for a bf16 dot anyway, but XLA:CPU keeps a dot's bf16 operands only when its result
+    is fp32, and then runs it on AMX (~5x its fp32 dot here); a bf16-result dot it upcasts to
+    fp32, slower than fp32 itself.
+  - fp32 too: autodiff's weight gradient of `x @ w` inside the layer scan came out as a plain dot
+    fed by a loop fusion that transposed the MLP's gradient while computing it (strided reads of
+    five inputs: 52 ms a layer for a 1024 x 1536 tile, 2.4 s of a 7-8 s SmolLM2 step); the
+    gradient written as its own einsum runs as one XNNPACK dot (the step 8.4 s -> 5.3 s).
+  Accelerators keep the plain dot and its autodiff."""
+  if (sharding.platform() != "cpu" or x_BTD.dtype != w_DF.dtype
+      or x_BTD.dtype not in (jnp.float32, jnp.bfloat16)):
     return x_BTD @ w_DF
-  return _bf16_matmul(x_BTD, w_DF)
+  return _cpu_matmul(x_BTD, w_DF)
 
 
-def _f32_product(a, b, spec):
+def _product(a, b, spec):
+  if a.dtype == jnp.float32:
+    return jnp.einsum(spec, a, b)
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(jnp.bfloat16)
 
 
 @jax.custom_vjp
-def _bf16_matmul(x, w):
-  return _f32_product(x, w, "...d,df->...f")
+def _cpu_matmul(x, w):
+  return _product(x, w, "...d,df->...f")
 
 
-def _bf16_matmul_fwd(x, w):
-  return _bf16_matmul(x, w), (x, w)
+def _cpu_matmul_fwd(x, w):
+  return _cpu_matmul(x, w), (x, w)
 
 
-def _bf16_matmul_bwd(res, g):
+def _cpu_matmul_bwd(res, g):
   x, w = res
-  g = g.astype(jnp.bfloat16)
-  return _f32_product(g, w, "...f,df->...d"), _f32_product(x, g, "...d,...f->df")
+  g = g.astype(x.dtype)
+  return _product(g, w, "...f,df->...d"), _product(x, g, "...d,...f->df")
 
 
-_bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
+_cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
 
 
 def cache_dtype(cfg: ModelConfig):
