@@ -185,6 +185,7 @@ def _bench(p):
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="train, decode: compute dtype "
                  "on both sides (default float32); train keeps fp32 master weights on both (torch "
                  "under autocast), decode runs bf16 weights on both")
+  # models.config.REMAT_POLICIES, spelled out: importing brd_jax.models here would load jax
   p.add_argument("--remat", choices=["none", "full", "dots", "dots_no_batch"], default="none",
                  help="train: the project's remat policy (in bf16 on CPU 'dots' is ~2.5x faster: "
                  "see student.remat in configs/experiments/demo_cpu.gin)")

@@ -156,26 +156,25 @@ def test_bf16_matmul_and_its_gradients_equal_xlas_bf16_dot():
   w = jnp.asarray(rng.standard_normal((48, 40)), jnp.bfloat16)
   c = jnp.asarray(rng.standard_normal((2, 5, 40)), jnp.float32)
 
-  def loss(f):
-    return lambda x, w: jnp.sum(f(x, w).astype(jnp.float32) * c)
-  ours = jax.jit(jax.value_and_grad(loss(layers.matmul), argnums=(0, 1)))(x, w)
-  plain = jax.jit(jax.value_and_grad(loss(lambda a, b: a @ b), argnums=(0, 1)))(x, w)
+  def value_and_grads(f, x, w):
+    loss = lambda x, w: jnp.sum(f(x, w).astype(jnp.float32) * c)
+    return jax.tree.leaves(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w))
+  ours = value_and_grads(layers.matmul, x, w)
+  plain = value_and_grads(lambda a, b: a @ b, x, w)
   def dot_operands(f):  # the parameter types of the computation that holds the dot
     text = jax.jit(f).lower(x, w).compile().as_text()
     block = next(b for b in text.split("\n\n") if " dot(" in b)
     return {ln.split("=")[1].split("[")[0].strip() for ln in block.splitlines() if "parameter(" in ln}
   assert dot_operands(layers.matmul) == {"bf16"}  # what XLA:CPU runs on AMX
   assert dot_operands(lambda a, b: a @ b) == {"f32"}  # upcast: why layers.matmul exists
-  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+  for a, b in zip(ours, plain):
     assert a.dtype == b.dtype
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                rtol=2e-2, atol=2e-2)
   # fp32 takes the same custom VJP on CPU (its weight gradient as an einsum of its own): equal
   # to autodiff's at fp32 rounding
   x, w = x.astype(jnp.float32), w.astype(jnp.float32)
-  ours = jax.jit(jax.value_and_grad(loss(layers.matmul), argnums=(0, 1)))(x, w)
-  plain = jax.jit(jax.value_and_grad(loss(lambda a, b: a @ b), argnums=(0, 1)))(x, w)
-  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain)):
+  for a, b in zip(value_and_grads(layers.matmul, x, w), value_and_grads(lambda a, b: a @ b, x, w)):
     assert a.dtype == b.dtype == jnp.float32
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 

@@ -16,7 +16,7 @@ def run(what: str, o: dict) -> None:
   elif what == "train":
     from brd_jax.benchmarks import train
     train.run(o["model"], batch=o["batch_size"], seq_len=o["seq_len"], steps=o["steps"],
-              dtype=o["dtype"] or "float32", remat=o["remat"] or "none", json_path=out)
+              dtype=o["dtype"] or "float32", remat=o["remat"], json_path=out)
   elif what == "corpus":
     from brd_jax.benchmarks import corpus
     corpus.run(o["mb"], o["processes"], json_path=out)
