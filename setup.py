@@ -28,6 +28,9 @@ setup(
         "tensorflow-datasets>=4.9.10,<5",
         "importlib_resources>=6",  # tfds needs it to prepare a builder (not declared by tfds)
         "seqio==0.0.20",
+        # the training input: prepared examples in ArrayRecord shards, read by index with Grain
+        "grain>=0.2.18,<0.3",
+        "array-record>=0.8.6,<0.9",
         "gin-config>=0.5,<0.6",
         "gguf>=0.19,<0.20",
         "jinja2>=3.1",  # chat templates

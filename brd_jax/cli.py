@@ -153,6 +153,9 @@ def cmd_report(args):
 def cmd_train(args):
   from brd_jax.training import loop
   _parse(args)
+  if args.prepare_only:
+    print(json.dumps(loop.prepare_only(args.workdir, progress=not args.no_progress)))
+    return
   summary = loop.run(args.workdir, _mesh(), progress=not args.no_progress)
   config.write_operative_config(args.workdir)
   print(json.dumps(summary))

@@ -169,7 +169,8 @@ def _loglik(p):
 
 
 def _bench(p):
-  p.add_argument("what", choices=["generate", "decode", "train", "eval", "split", "corpus"])
+  p.add_argument("what", choices=["generate", "decode", "train", "eval", "split", "corpus",
+                                  "data"])
   p.add_argument("--out", "--json", dest="out", help="write the result as JSON to this file")
   p.add_argument("--model", default="asset:smollm2-135m-instruct")
   p.add_argument("--batch_size", "--batch", dest="batch_size", type=POS_INT,
@@ -193,6 +194,12 @@ def _bench(p):
   p.add_argument("--processes", type=POS_INT, default=2, help="corpus: brd corpus processes")
   p.add_argument("--input", help="split: text for the MB/s column (default: the real English "
                  "text asset, read as paragraphs)")
+  p.add_argument("--readings", type=POS_INT, default=100_000, help="data: teacher readings in "
+                 "the synthetic ledger (10 a paragraph)")
+  p.add_argument("--hosts", type=POS_INT, default=8, help="data: host 0 reads its share of this "
+                 "many")
+  p.add_argument("--batches", type=POS_INT, default=2000, help="data: 16 x 1024 batches read "
+                 "(resume is timed at step 10 and at the last)")
   p.add_argument("--tasks", help="eval: comma-separated (default: rte,cb,sst2,boolq,xnli,pawsx)")
   p.add_argument("--data_dir", help="eval: folder with <task>/ files (default: $BRD_EVAL_DATA or "
                  "../shared/data/eval)")
@@ -211,6 +218,8 @@ def _report(p):
 def _train(p):
   p.add_argument("--workdir", required=True, help="checkpoints/, metrics.jsonl, tensorboard/, "
                  "loss.png; an existing workdir resumes")
+  p.add_argument("--prepare_only", action="store_true", help="build the prepared examples "
+                 "(data.prepared_dir, default WORKDIR/prepared) and stop: no model is loaded")
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   gin_flags(p)
 

@@ -93,7 +93,10 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
   distill_dir = workdir / "task_distill" if pcfg.task_distill else None
   runs = pcfg.runs(dataclasses.replace(
       DataConfig(), paragraphs_dir=str(paragraphs), ledger_dir=str(ledger_dir),
-      task_distill_dir=distill_dir and str(distill_dir)), TrainConfig(), StudentConfig())
+      task_distill_dir=distill_dir and str(distill_dir),
+      # arms and seeds share prepared examples (one set per data settings, not per run)
+      prepared_dir=DataConfig().prepared_dir or str(workdir / "prepared")),
+      TrainConfig(), StudentConfig())
   pcfg.check_runs(runs, gcfg.behaviors)  # bad arms fail now, before the ledger is paid for
   eval_run.check(ecfg)  # missing evaluation data fails now, not after training
   from brd_jax.evaluation import tasks as tasks_lib
@@ -167,8 +170,12 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
 
 def _fields(dcfg) -> dict:
   """The data settings a training fingerprint covers (an unset new field leaves it as it was)."""
-  return {k: v for k, v in dataclasses.asdict(dcfg).items()
-          if not (k in ("task_distill_dir", "export_dir") and v is None)}
+  from brd_jax.training.loop import FEED  # another input pipeline is another data stream
+  return {**{k: v for k, v in dataclasses.asdict(dcfg).items()
+             if not (k in ("task_distill_dir", "export_dir") and v is None)
+             and k != "prepared_dir"  # where the prepared examples live, not what they are
+             and not (k == "shard_paragraphs" and v == DataConfig.shard_paragraphs)},
+          "feed": FEED}
 
 
 def _train(workdir, mesh, tcfg, dcfg, scfg, progress, fingerprint: str) -> dict:

@@ -79,6 +79,12 @@ class Tokenizer:
       ids = [self.bos_id] + ids
     return ids
 
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    """`encode(t, add_bos=False)` of each text; HF tokenizers encode the batch on all cores."""
+    if self.is_sentencepiece:
+      return [self._tok.encode(t) for t in texts]
+    return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
   def decode(self, ids, skip_special_tokens: bool = False) -> str:
     ids = [int(i) for i in ids]
     if self.is_sentencepiece:

@@ -17,6 +17,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+# Prepared training shards of tests that name no workdir go to the cache; one per run.
+if "BRD_TEST_CACHE_HOME" not in os.environ:
+  import atexit
+  import shutil
+  import tempfile
+  os.environ["BRD_TEST_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(
+      prefix="brd-test-cache-")
+  atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+
 import collections  # noqa: E402
 
 import pytest  # noqa: E402

@@ -89,6 +89,17 @@ _EXPORT_TRAIN = "tests/test_export.py::test_training_from_the_export_gives_the_l
 _BFILE_V1 = "tests/test_behavior_files.py::test_builtin_files_give_the_v1_prompts_parses_and_renders"
 _BFILE_NEW = ("tests/test_behavior_files.py::"
               "test_a_declared_behaviour_parses_renders_and_rejects_by_its_file")
+_PREP_JOIN = "tests/test_prepare.py::test_prepared_text_examples_equal_a_plain_join"
+_PREP_KD = "tests/test_prepare.py::test_prepared_kd_examples_carry_the_teachers_tokens_and_topk"
+_PREP_KILL = ("tests/test_prepare.py::"
+              "test_sigkill_during_preparation_then_a_rerun_gives_the_same_shards")
+_PREP_GLOO = ("tests/test_prepare.py::"
+              "test_two_processes_open_only_their_shards_and_see_every_example_once")
+_DATA_HOSTS = "tests/test_data.py::test_each_host_reads_a_disjoint_share"
+_DATA_RESUME = ("tests/test_data.py::"
+                "test_packed_stream_is_deterministic_and_a_saved_state_resumes_exactly")
+_LEDGER_INDEX = ("tests/test_behaviors.py::"
+                 "test_the_key_index_says_what_the_records_say_and_a_stale_one_is_not_believed")
 _BFILE_REAL = ("tests/test_behavior_files.py::"
                "test_a_new_behaviour_file_is_read_by_the_real_teacher_and_trained_on")
 
@@ -287,9 +298,46 @@ BREAKS: list[Break] = [
           "    if b in old and old[b] != declared and \\", "    if False and \\", (_BFILE_REAL,),
           "a behaviour file changed under the same version files readings under old keys"),
     Break("mixture_plus_ignored", "brd_jax/data/tasks.py",
-          "  for mix, tasks in {**MIXTURES, cfg.mixture: chosen}.items():",
-          "  for mix, tasks in {**MIXTURES, cfg.mixture: ('brd_ori',)}.items():", (_BFILE_REAL,),
+          "  used = mixture_rates(chosen, counts, cfg.rates)",
+          "  used = mixture_rates(('brd_ori',), counts, cfg.rates)", (_BFILE_REAL,),
           "data.mixture='brd_ori+brd_relation' trains on the corpus alone"),
+    Break("join_once_per_key", "brd_jax/data/prepare.py",
+          "        if key in chosen and (key, c) not in sent:",
+          "        if key in chosen and key not in sent:", (_PREP_JOIN,),
+          "a sentence repeated in another chunk loses its reading there"),
+    Break("join_takes_any_attempt", "brd_jax/data/prepare.py",
+          "      chosen = ledger.select((json.loads(line) for line in recs.lines(part)), manifest)",
+          "      chosen = {json.loads(l)['sentence_key']: json.loads(l) for l in recs.lines(part)}",
+          (_PREP_JOIN,), "the join takes the last valid attempt, not the one training uses"),
+    Break("kd_positions_shifted", "brd_jax/data/prepare.py",
+          "      pos = np.flatnonzero(slot > formatting.KDTable.NONE)",
+          "      pos = np.flatnonzero(slot > formatting.KDTable.NONE) + 1", (_PREP_KD,),
+          "the teacher's top-k sit one token off the tokens they were computed for"),
+    Break("killed_partial_reused", "brd_jax/data/prepare.py",
+          "    rmtree(tmp)  # a killed build left it", "    pass  # a killed build left it",
+          (_PREP_KILL,), "a re-run after a kill trips over (or trusts) the half-built set"),
+    Break("no_strided_share", "brd_jax/data/feed.py", "        ds = ds[host::n_hosts]",
+          "        pass", (_DATA_HOSTS,),
+          "with fewer shards than hosts every host reads every example"),
+    Break("shards_not_split_by_host", "brd_jax/data/feed.py",
+          "    return files[host::n_hosts], False", "    return files, False", (_DATA_HOSTS,
+                                                                              _PREP_GLOO),
+          "every host opens every shard"),
+    Break("restore_ignored", "brd_jax/data/feed.py",
+          "    self._it.set_state(json.loads(state))", "    pass", (_DATA_RESUME,),
+          "a saved input position is not restored: a resume starts the stream over"),
+    Break("restore_and_replay", "brd_jax/training/loop.py",
+          "      batches.restore(states[jax.process_index()])\n    else:\n",
+          "      batches.restore(states[jax.process_index()])\n    if True:\n", (_TRAIN_RESUME,),
+          "a resume restores the position and then skips as many batches again"),
+    Break("no_bos_at_segment_start", "brd_jax/data/feed.py",
+          '"decoder_input_tokens": np.where(seg != prev, self.bos, inputs).astype(np.int32),',
+          '"decoder_input_tokens": inputs.astype(np.int32),', (_DATA_RESUME,),
+          "a packed example's first input is the previous example's last token"),
+    Break("stale_index_believed", "brd_jax/behaviors/ledger.py",
+          '  ok = isinstance(index, dict) and index.get("crc32") == _crc32(path) and all(',
+          '  ok = isinstance(index, dict) and all(', (_LEDGER_INDEX,),
+          "a restart counts an edited shard by the index of what it was"),
 ]
 
 

@@ -145,8 +145,8 @@ def test_writer_commits_whole_numbered_shards(tmp_path):
   w2.add({"key": "u9-0", "unit": "u9", "sentence_key": "s", "attempt": 0, "behavior": "ner",
           "valid": False})
   w2.commit()
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-p0003-000000.jsonl",
-                                                        "shard-p0003-000001.jsonl"]
+  assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == ["shard-p0003-000000.jsonl",
+                                                              "shard-p0003-000001.jsonl"]
   assert [r["key"] for r in ledger.read(tmp_path)] == ["u0-0", "u1-0", "u2-0", "u9-0"]
   # Numbering follows this process's highest shard: another process's shards and a gap (a
   # shard moved away) never make it reuse a name, which would overwrite committed records.
@@ -159,3 +159,31 @@ def test_writer_commits_whole_numbered_shards(tmp_path):
   assert (tmp_path / "shard-p0003-000005.jsonl").exists()
   assert sorted(r["key"] for r in ledger.read(tmp_path)) == ["u0-0", "u1-0", "u2-0", "u8-0",
                                                              "u9-0"]
+
+
+def test_the_key_index_says_what_the_records_say_and_a_stale_one_is_not_believed(tmp_path):
+  """A restart reads each shard's key index instead of its records; an index left from before a
+  shard changed (or a shard without one) is passed over for the records themselves."""
+  w = ledger.Writer(tmp_path, 0)
+  for k in range(5):
+    w.add({"key": f"u{k}-0", "unit": f"u{k}", "sentence_key": "s", "attempt": k % 2,
+           "behavior": "ner", "valid": k != 3, "error": "missing_fields" if k == 3 else None,
+           "n_tokens": 10 + k, "text": "x" * k})
+  w.commit()
+  w.add({"key": "u7-0", "unit": "u7", "sentence_key": "s", "attempt": 0, "behavior": "qra",
+         "valid": True})
+  w.commit()
+  plain = lambda: [{f: r.get(f) for f in ledger.INDEX_FIELDS}  # noqa: E731
+                   for r in ledger.read(tmp_path)]
+  assert list(ledger.read_index(tmp_path)) == plain() and len(plain()) == 6
+  first = tmp_path / "shard-p0000-000000.jsonl"
+  # the index is what the restart reads: a changed index changes the answer...
+  index = json.loads(ledger.index_path(first).read_text())
+  ledger.index_path(first).write_text(json.dumps({**index, "valid": [False] * 5}))
+  assert [r["valid"] for r in ledger.read_index(tmp_path)][:5] == [False] * 5
+  # ...until its shard is not the one it describes: then the records are read
+  ledger.index_path(first).write_text(json.dumps(index))
+  first.write_text(first.read_text().replace('"valid": false', '"valid": true '))
+  assert [r["valid"] for r in ledger.read_index(tmp_path)] == [True] * 6
+  ledger.index_path(first).unlink()
+  assert list(ledger.read_index(tmp_path)) == plain()

@@ -1,5 +1,6 @@
-"""Training data: paragraph-level formatting, seqio mixture rates, packing, determinism."""
+"""Training data: paragraph-level formatting, mixture rates, packing, determinism, resume."""
 import collections
+import itertools
 import json
 
 import numpy as np
@@ -87,10 +88,10 @@ def test_mixture_proportions_match_gin_rates(corpus):
   rates = {"brd_ori": 1.0, "brd_ner": 2.0, "brd_qra": 1.0}
   tasks, reg, cfg = _register(corpus, rates=rates, pack=False, seq_len=400, seed=3)
   assert reg.rates == rates
-  tok = reg.vocabulary.tokenizer
+  tok = reg.tokenizer
   counts = collections.Counter()
   n = 0
-  for batch in tasks.dataset(reg, 50, cfg).take(120).as_numpy_iterator():
+  for batch in itertools.islice(tasks.dataset(reg, 50, cfg), 120):
     for row in batch["decoder_target_tokens"]:
       counts[brd_corpus.task_of(tok.decode(row[row > 1]))] += 1
       n += 1
@@ -110,13 +111,21 @@ def test_default_rates_follow_example_counts_and_ablations(corpus):
     _register(corpus, mixture="nope")
 
 
-def test_packed_stream_is_deterministic_and_skip_resumes_exactly(corpus):
+def test_packed_stream_is_deterministic_and_a_saved_state_resumes_exactly(corpus):
   tasks, reg, cfg = _register(corpus, seq_len=256, seed=7)
-  a = list(tasks.dataset(reg, 4, cfg).take(6).as_numpy_iterator())
-  b = list(tasks.dataset(reg, 4, cfg, skip_batches=3).take(3).as_numpy_iterator())
-  for x, y in zip(a[3:], b):
-    for k in x:
-      np.testing.assert_array_equal(x[k], y[k])
+  a = list(itertools.islice(tasks.dataset(reg, 4, cfg), 6))
+  feed = tasks.dataset(reg, 4, cfg)
+  list(itertools.islice(feed, 3))
+  state = feed.state()
+  resumed = tasks.dataset(reg, 4, cfg)
+  resumed.restore(state)
+  replayed = tasks.dataset(reg, 4, cfg)
+  replayed.skip(3)
+  for b in (list(itertools.islice(resumed, 3)), list(itertools.islice(replayed, 3))):
+    for x, y in zip(a[3:], b):
+      assert x.keys() == y.keys()
+      for k in x:
+        np.testing.assert_array_equal(x[k], y[k])
   first = a[0]
   # Packing: several examples per row, EOS (id 1) closing each segment, inputs shifted per segment.
   rows = [(b["decoder_segment_ids"][i], b["decoder_target_tokens"][i], b["decoder_input_tokens"][i])
@@ -127,25 +136,47 @@ def test_packed_stream_is_deterministic_and_skip_resumes_exactly(corpus):
     idx = np.flatnonzero(seg == s)
     assert tgt[idx[-1]] == 1 and inp[idx[0]] == 1
     np.testing.assert_array_equal(inp[idx[1:]], tgt[idx[:-1]])
-  c = list(tasks.dataset(reg, 4, DataConfig(**{**cfg.__dict__, "seed": 8})).take(1)
-           .as_numpy_iterator())
-  assert not np.array_equal(c[0]["decoder_target_tokens"], first["decoder_target_tokens"])
+  c = next(tasks.dataset(reg, 4, DataConfig(**{**cfg.__dict__, "seed": 8})))
+  assert not np.array_equal(c["decoder_target_tokens"], first["decoder_target_tokens"])
 
 
-def test_each_host_reads_a_disjoint_share(corpus, monkeypatch):
+@pytest.mark.parametrize("per_shard", [4096, 10])
+def test_each_host_reads_a_disjoint_share(corpus, monkeypatch, per_shard):
+  """One shard (read by index, every other example) or six (three files a host)."""
   import jax
   from brd_jax.data import tasks
-  seen = []
+  seen, opened = [], []
   for host in (0, 1):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(jax, "process_index", lambda h=host: h)
-    _, reg, cfg = _register(corpus, mixture="brd_corpus_only", pack=False, seq_len=256)
-    tok = reg.vocabulary.tokenizer
+    _, reg, cfg = _register(corpus, mixture="brd_corpus_only", pack=False, seq_len=256,
+                            shard_paragraphs=per_shard)
+    tok = reg.tokenizer
     texts = set()
-    for b in tasks.dataset(reg, 8, cfg).take(30).as_numpy_iterator():
+    feed = tasks.dataset(reg, 8, cfg)
+    for b in itertools.islice(feed, 30):
       assert b["decoder_target_tokens"].shape[0] == 4  # a host gets batch_size / hosts rows
       texts.update(tok.decode(r[r > 1]) for r in b["decoder_target_tokens"])
     seen.append(texts)
-  # Each host owns 30 of the 60 paragraphs; 120 shuffled draws with repetition cover nearly all.
+    opened.append(set(feed.opened))
+  # Each host owns 30 of the 60 paragraphs; 120 draws, an epoch at a time, cover them all.
   assert not seen[0] & seen[1]
-  assert 27 <= len(seen[0]) <= 30 and 27 <= len(seen[1]) <= 30
+  assert len(seen[0]) == len(seen[1]) == 30
+  assert (opened[0] == opened[1]) == (per_shard == 4096)
+  assert len(opened[0]) == (1 if per_shard == 4096 else 3)
+
+
+def test_the_seqio_view_serves_the_prepared_examples_at_the_same_rates(corpus):
+  from brd_jax.data import prepare, seqio_tasks
+  from brd_jax.data._tf import seqio
+  _, reg, _ = _register(corpus, seq_len=256, mixture="brd_ori+brd_qra")
+  name = seqio_tasks.register(reg)
+  mix = seqio.get_mixture_or_task(name)
+  assert name == "mix#brd_ori#brd_qra" and {t.name: mix.get_rate(t) for t in mix.tasks} == \
+      reg.rates == {"brd_ori": 60.0, "brd_qra": 60.0}
+  ds = seqio.get_mixture_or_task("brd_qra").get_dataset({"targets": 256}, shuffle=False)
+  got = [x["targets"].tolist() for x in ds.as_numpy_iterator()]
+  info = reg.manifest["tasks"]["brd_qra"]
+  want = [e["targets"].tolist() for f in info["shards"]
+          for e in prepare.read_shard(reg.prepared / "brd_qra" / f)]
+  assert got == want and len(got) == 60

@@ -112,7 +112,7 @@ def test_training_from_the_export_gives_the_ledgers_batches(read_corpus):
     for cfg in (DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led), **base),
                 DataConfig(export_dir=str(out / level), **base)):
       reg = tasks.register(tok, cfg)
-      it = tasks.dataset(reg, 4, cfg).as_numpy_iterator()
+      it = tasks.dataset(reg, 4, cfg)
       batches.append([next(it) for _ in range(3)])
     for a, b in zip(*batches):
       assert a.keys() == b.keys()

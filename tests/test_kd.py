@@ -54,9 +54,9 @@ def test_teacher_topk_are_aligned_with_the_teacher_tokens(kd_corpus):
   dcfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led), mixture="brd_mix",
                     seq_len=64, pack=True)
   reg = tasks.register(tok, dcfg, kd=True)
-  assert reg.kd_table[0].shape[1] == K and reg.counts["brd_ner"] == 6
-  batch = step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg).as_numpy_iterator()),
-                                   reg.kd_table)
+  assert reg.manifest["k"] == K and reg.counts["brd_ner"] == 6
+  batch = step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg)))
+  assert batch["teacher_topk_ids"].shape == batch["decoder_target_tokens"].shape + (K,)
   taught = batch["teacher_topk_weights"] > 0
   assert taught.sum() > 20
   # Greedy decoding emitted each token as the teacher's top-1: at every taught position the
@@ -103,8 +103,7 @@ def kd_batch(pars, led) -> dict:
   """The first packed batch of 8 with the teacher's top-k, as the train step receives it."""
   dcfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led), seq_len=64, pack=True)
   reg = tasks.register(tokenizer.byte_level(), dcfg, kd=True)
-  return step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg).as_numpy_iterator()),
-                                  reg.kd_table)
+  return step_lib.normalize_batch(next(tasks.dataset(reg, 8, dcfg)))
 
 
 def test_one_kd_step_gives_the_loss_numpy_predicts(kd_corpus):

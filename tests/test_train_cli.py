@@ -193,3 +193,14 @@ def test_resume_with_changed_ledger_content_is_refused(runs, tmp_path):
   r = _brd_train(work, _bindings(par_dir, edited, 40))
   assert r.returncode == 2, r.stderr[-2000:]
   assert len(r.stderr.strip().splitlines()) == 1 and "data" in r.stderr
+
+
+def test_prepare_only_builds_the_set_the_run_reads_and_loads_no_model(runs, tmp_path):
+  root, _, par_dir, led_dir, _ = runs
+  out = _brd_train(tmp_path / "w", ["--prepare_only", *_bindings(par_dir, led_dir, 30)])
+  assert out.returncode == 0, out.stderr[-2000:]
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  ran = list((root / "full" / "prepared").iterdir())
+  assert [p.name for p in ran if p.is_dir()] == [os.path.basename(got["prepared"])]
+  assert got["counts"]["brd_ner"] == got["counts"]["brd_ori"] == 60
+  assert not (tmp_path / "w" / "checkpoints").exists()

@@ -47,23 +47,23 @@ def teacher_fingerprint(loaded, chat_template: str | None, system: str | None) -
 def build_units(paragraphs, cfg: GenerateConfig, teacher: str) -> list[Unit]:
   """Every (sentence, behaviour) unit, once, in first-seen order."""
   chosen = templates.chosen(cfg.templates, cfg.behaviors)
-  decode = cfg.decode()
+  # per behaviour, what its keys need, settled once: a restart keys millions of units
+  plans = [(b, tid, spec.get(b).unit == "paragraph", ledger.unit_keyer(tid, teacher, cfg.decode()))
+           for b in cfg.behaviors for tid in (templates.get(chosen[b], b).id,)]
+  c, min_words = cfg.context_sentences, cfg.min_sentence_words
   seen: dict[str, Unit] = {}
   for p in paragraphs:
     sents = p["sentences"]
-    for b in cfg.behaviors:
-      t = templates.get(chosen[b], b)
-      whole = spec.get(b).unit == "paragraph"
+    for b, tid, whole, unit_key in plans:
       items = [(-1, p.get("text") or " ".join(sents), "")] if whole else [
-          (i, s, " ".join(sents[max(0, i - cfg.context_sentences):i])
-           if cfg.context_sentences else "") for i, s in enumerate(sents)]
+          (i, s, " ".join(sents[max(0, i - c):i]) if c else "") for i, s in enumerate(sents)]
       for i, text, ctx in items:
-        if not whole and len(text.split()) < cfg.min_sentence_words:
+        if not whole and len(text.split(None, min_words)) < min_words:  # split no further
           continue
         sk = ledger.sentence_key(b, text, ctx)
-        u = ledger.unit_key(sk, t.id, teacher, decode)
+        u = unit_key(sk)
         if u not in seen:
-          seen[u] = Unit(u, sk, b, t.id, text, ctx, p["id"], i)
+          seen[u] = Unit(u, sk, b, tid, text, ctx, p["id"], i)
   return list(seen.values())
 
 
@@ -88,7 +88,7 @@ def ledger_state(ledger_dir) -> dict[str, tuple[int, bool]]:
   state: dict[str, tuple[int, bool]] = {}
   if not as_path(ledger_dir).is_dir():
     return state
-  for r in ledger.read(ledger_dir):
+  for r in ledger.read_index(ledger_dir):
     n, ok = state.get(r["unit"], (0, False))
     state[r["unit"]] = (max(n, r["attempt"] + 1), ok or r["valid"] is True)
   return state
@@ -272,7 +272,7 @@ def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Un
   wanted = {u.unit: u.behavior for u in units}
   per = {b: collections.Counter() for b in cfg.behaviors}
   done = set()
-  for r in ledger.read(ledger_dir):
+  for r in ledger.read_index(ledger_dir):
     b = wanted.get(r["unit"])
     if b is None:
       continue
@@ -286,7 +286,7 @@ def write_manifest(ledger_dir, cfg: GenerateConfig, teacher: str, units: list[Un
       c[f"error:{r.get('error')}"] += 1
       if r["attempt"] + 1 >= cfg.max_attempts:
         done.add(r["unit"])
-    c["tokens"] += r.get("n_tokens", 0)
+    c["tokens"] += r.get("n_tokens") or 0
   totals = collections.Counter(u.behavior for u in units)
   chosen = templates.chosen(cfg.templates, cfg.behaviors)
   manifest = {

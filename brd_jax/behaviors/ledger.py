@@ -6,7 +6,11 @@ Keys (content-derived, so outputs never depend on batch, bucket or host count):
 - `key` = unit + attempt: one record. A unit is done when a committed shard holds a valid
   record of it, or `max_attempts` records.
 Shards are `shard-pPPPP-SSSSSS.jsonl`, written whole (temp, fsync, rename) by one process each;
-anything else in the directory (temp files, torn lines) is skipped with a warning.
+anything else in the directory (temp files, torn lines) is skipped with a warning. After each
+shard its key index, `shard-pPPPP-SSSSSS.index.json`, is committed: the fields a restart counts
+(unit, attempt, valid, behavior, error, n_tokens) as columns, with the shard's CRC-32. A restart
+reads those instead of parsing every record's text; a shard whose index is missing or does not
+match its bytes (killed between the two writes, edited by hand) is read whole instead.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from brd_jax.errors import UserError
-from brd_jax.io_utils import as_path, iter_jsonl, write_jsonl
+from brd_jax.io_utils import as_path, atomic_write_text, iter_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 _SHARD = re.compile(r"^shard-p(\d{4})-(\d{6})\.jsonl$")
@@ -33,11 +37,23 @@ def _h(*parts, n: int = 24) -> str:
 
 
 def sentence_key(behavior: str, text: str, context: str = "") -> str:
-  return _h("s", behavior, text, context)
+  # = _h("s", behavior, text, context), spelled out: a restart keys millions of sentences
+  return hashlib.sha256(f"s\x1f{behavior}\x1f{text}\x1f{context}".encode()).hexdigest()[:24]
 
 
 def unit_key(skey: str, template_id: str, teacher: str, decode: dict) -> str:
   return _h("u", skey, template_id, teacher, json.dumps(decode, sort_keys=True))
+
+
+def unit_keyer(template_id: str, teacher: str, decode: dict):
+  """`unit_key(skey, template_id, teacher, decode)` as a function of skey alone (the rest
+  encoded once)."""
+  tail = "\x1f".join(map(str, (template_id, teacher, json.dumps(decode, sort_keys=True))))
+  head = "u\x1f"
+
+  def key(skey: str) -> str:
+    return hashlib.sha256(f"{head}{skey}\x1f{tail}".encode()).hexdigest()[:24]
+  return key
 
 
 def record_key(unit: str, attempt: int) -> str:
@@ -92,10 +108,13 @@ class Writer:
     self.buffer.append(record)
 
   def commit(self) -> int:
-    """Writes the buffered records as one shard; returns how many."""
+    """Writes the buffered records as one shard, then its index; returns how many."""
     if not self.buffer:
       return 0
-    n = write_jsonl(self.dir / f"shard-p{self.proc:04d}-{self.seq:06d}.jsonl", self.buffer)
+    path = self.dir / f"shard-p{self.proc:04d}-{self.seq:06d}.jsonl"
+    n = write_jsonl(path, self.buffer)
+    index = {f: [r.get(f) for r in self.buffer] for f in INDEX_FIELDS}
+    atomic_write_text(index_path(path), json.dumps({"crc32": _crc32(path), **index}))
     self.seq, self.buffer = self.seq + 1, []
     return n
 
@@ -121,14 +140,60 @@ def shards(ledger_dir, required: bool = False) -> list[pathlib.Path]:
 def read(ledger_dir) -> Iterator[dict]:
   """Every committed record, in shard order; torn or foreign lines are skipped with a warning."""
   for path in shards(ledger_dir):
-    bad = 0
-    for _, rec in iter_jsonl(path, skip_bad=True):
-      if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
-        bad += 1
-        continue
-      yield rec
-    if bad:
-      log.warning("ledger %s: skipped %d torn or malformed line(s)", path, bad)
+    yield from _read_shard(path)
+
+
+def _read_shard(path) -> Iterator[dict]:
+  bad = 0
+  for _, rec in iter_jsonl(path, skip_bad=True):
+    if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
+      bad += 1
+      continue
+    yield rec
+  if bad:
+    log.warning("ledger %s: skipped %d torn or malformed line(s)", path, bad)
+
+
+INDEX_FIELDS = ("unit", "attempt", "valid", "behavior", "error", "n_tokens")
+
+
+def _crc32(path) -> int:
+  """Of the shard's bytes (~1 s a GB): an index describes exactly the shard it sits beside."""
+  import zlib
+  crc = 0
+  with as_path(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      crc = zlib.crc32(block, crc)
+  return crc
+
+
+def index_path(shard: pathlib.Path) -> pathlib.Path:
+  return shard.with_name(shard.name[:-len(".jsonl")] + ".index.json")
+
+
+def _shard_index(path) -> dict | None:
+  """A shard's committed index when it describes the shard as it is; None otherwise."""
+  try:
+    index = json.loads(index_path(path).read_text())
+  except (OSError, ValueError):
+    return None
+  ok = isinstance(index, dict) and index.get("crc32") == _crc32(path) and all(
+      isinstance(index.get(f), list) and len(index[f]) == len(index["unit"])
+      for f in INDEX_FIELDS)
+  return index if ok else None
+
+
+def read_index(ledger_dir) -> Iterator[dict]:
+  """Every committed record's INDEX_FIELDS, in shard order: from the shards' key indexes, and by
+  reading the records of any shard without a usable one."""
+  for path in shards(ledger_dir):
+    index = _shard_index(path)
+    if index is None:
+      for r in _read_shard(path):
+        yield {f: r.get(f) for f in INDEX_FIELDS}
+      continue
+    for row in zip(*(index[f] for f in INDEX_FIELDS)):
+      yield dict(zip(INDEX_FIELDS, row))
 
 
 def select(records, prefer: dict | None = None) -> dict[str, dict]:

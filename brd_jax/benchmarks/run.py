@@ -20,6 +20,9 @@ def run(what: str, o: dict) -> None:
   elif what == "corpus":
     from brd_jax.benchmarks import corpus
     corpus.run(o["mb"], o["processes"], json_path=out)
+  elif what == "data":
+    from brd_jax.benchmarks import data
+    data.run(o["readings"], o["hosts"], o["batches"], o["model"], json_path=out)
   elif what == "split":
     from brd_jax.benchmarks import split
     split.run(o["input"], json_path=out)

@@ -48,8 +48,12 @@ def paragraph_shards(paragraphs_dir) -> list[pathlib.Path]:
 
 
 def read_paragraphs(paragraphs_dir) -> list[dict]:
+  """Every paragraph, in shard order, each with `sentences`."""
+  return list(iter_paragraphs(paragraphs_dir))
+
+
+def iter_paragraphs(paragraphs_dir):
   """Every paragraph, in shard order, each with `sentences` (the one reader of the format)."""
-  out = []
   for path in paragraph_shards(paragraphs_dir):
     for lineno, rec in iter_jsonl(path):
       if not isinstance(rec, dict) or "id" not in rec or not (rec.get("sentences")
@@ -58,8 +62,7 @@ def read_paragraphs(paragraphs_dir) -> list[dict]:
                         "'text'")
       if not rec.get("sentences"):
         rec["sentences"] = [rec["text"]]
-      out.append(rec)
-  return out
+      yield rec
 
 
 def read_manifest(workdir) -> dict | None:

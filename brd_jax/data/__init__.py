@@ -1,1 +1,2 @@
-"""Training data: paragraphs + ledger -> formatted texts -> seqio Tasks / Mixtures -> packed batches."""
+"""Training data: paragraphs + ledger -> prepared examples (ArrayRecord shards) -> a host's packed
+batches (Grain); the same tasks and mixtures as seqio Tasks / Mixtures."""

@@ -22,3 +22,7 @@ class DataConfig:
   pack: bool = True
   shuffle_buffer: int = 10_000
   seed: int = 0
+  # Prepared examples (`data/prepare.py`): built once per inputs and settings under
+  # prepared_dir/<fingerprint> (default WORKDIR/prepared), shard_paragraphs paragraphs a shard.
+  prepared_dir: str | None = None
+  shard_paragraphs: int = 4096

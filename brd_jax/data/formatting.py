@@ -1,6 +1,7 @@
 """Paragraph-level (and sentence-level) training texts from `paragraphs/` and the teacher `ledger/`.
 
-Pure Python, no TensorFlow: the seqio Tasks in `tasks.py` wrap these generators. A paragraph's
+Pure Python, no TensorFlow: `prepare.py` runs these on each chunk of paragraphs with the readings
+its join found, and `tasks.examples_by_task` on everything at once. A paragraph's
 BRD text interleaves each sentence with the teacher's reading of it,
 `s1 <sep> NER(s1) <sep> s2 <sep> NER(s2) ...`; a sentence without a valid teacher output keeps just
 the sentence, so a partly generated ledger still trains. Paragraphs are read by the format's
@@ -27,9 +28,21 @@ class Readings:
   declared: tuple = ()           # behaviours declared in files (tasks brd_<name>)
 
   def get(self, behavior: str, sentences: list[str], i: int) -> dict | None:
-    c = self.context_sentences
-    ctx = " ".join(sentences[max(0, i - c):i]) if c else ""
-    return self.records.get(ledger_lib.sentence_key(behavior, sentences[i], ctx))
+    return self.records.get(sentence_unit_key(behavior, sentences, i, self.context_sentences))
+
+
+def sentence_unit_key(behavior: str, sentences: list[str], i: int, context: int) -> str:
+  """The ledger key of sentence i read with `context` sentences before it."""
+  ctx = " ".join(sentences[max(0, i - context):i]) if context else ""
+  return ledger_lib.sentence_key(behavior, sentences[i], ctx)
+
+
+def reading_keys(paragraph: dict, behavior: str, context: int) -> list[str]:
+  """Every ledger key the examples of `behavior` look up in a paragraph (what a join needs)."""
+  sents = paragraph["sentences"]
+  if spec.get(behavior).unit == "paragraph":
+    return [ledger_lib.sentence_key(behavior, paragraph.get("text") or " ".join(sents), "")]
+  return [sentence_unit_key(behavior, sents, i, context) for i in range(len(sents))]
 
 
 def read_ledger(directory) -> Readings:

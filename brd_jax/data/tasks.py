@@ -1,36 +1,30 @@
-"""seqio Tasks `brd_ori` / `brd_ner` / `brd_qra` / `brd_skd` / `brd_tdist`, Mixture `brd_mix`, its
-ablations and the paper's baselines (task distillation, SKD alone). A behaviour declared in a file
-(`behaviors/spec.py`) is one more task, `brd_<name>`, which a mixture joins by name:
-`data.mixture = "brd_mix+brd_relation"` (mixture and task names joined by '+').
+"""The training tasks `brd_ori` / `brd_ner` / `brd_qra` / `brd_skd` / `brd_tdist`, the Mixture
+`brd_mix`, its ablations and the paper's baselines (task distillation, SKD alone). A behaviour
+declared in a file (`behaviors/spec.py`) is one more task, `brd_<name>`, which a mixture joins by
+name: `data.mixture = "brd_mix+brd_relation"` (mixture and task names joined by '+').
 
-`register()` reads the gin-bound directories once, builds the formatted texts in memory, and
-(re)registers the Tasks and Mixtures under their fixed names; `dataset()` returns this host's
-share of the mixture, tokenized, packed by seqio's DecoderFeatureConverter and batched.
+`register()` prepares the examples once (`prepare.py`: tokenised, in ArrayRecord shards under a
+fingerprinted directory, reused while inputs and settings stay the same) and settles the
+mixture's counts and rates; `dataset()` is this host's share of the mixture, read from its own
+shards by Grain, packed and batched (`feed.py`). No TensorFlow here: importing it costs a host
+~840 MB and ~9 s at every start. `seqio_tasks.register()` puts the same Tasks and Mixtures in
+seqio's registries, for T5X-style use. `examples_by_task()` is the plain in-memory join (what
+`brd export` writes).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import pathlib
 
 import jax
 
 from brd_jax.behaviors import ledger
 from brd_jax.corpus.paragraphs import paragraph_shards, read_paragraphs
 from brd_jax.data import formatting
-from brd_jax.data._tf import seqio, tf
 from brd_jax.data.config import DataConfig
-from brd_jax.data.vocab import TokenizerVocabulary
 from brd_jax.errors import UserError
-
-class _QuietUncachedWarning(logging.Filter):
-  """seqio warns that uncached function sources reshuffle poorly on restart; our restarts skip
-  to the exact batch instead, so the warning does not apply."""
-
-  def filter(self, record):
-    return "uncached FunctionDataset" not in record.getMessage()
-
-
-logging.getLogger("absl").addFilter(_QuietUncachedWarning())
 
 LEDGER_TASKS = ("brd_ori", "brd_ner", "brd_qra", "brd_skd")  # the corpus and the teacher's reading
 TASKS = LEDGER_TASKS + ("brd_tdist",)  # + task distillation (`data.task_distill_dir`)
@@ -67,70 +61,23 @@ class Registered:
   mixture: str
   counts: dict[str, int]           # task -> number of examples
   rates: dict[str, float]          # task -> mixing rate actually used
-  vocabulary: TokenizerVocabulary
-  kd_table: tuple | None = None    # (ids [N, k], logprobs [N, k]) rows named by teacher_slot
+  tokenizer: object
+  prepared: pathlib.Path | None = None  # the prepared shards' directory
+  manifest: dict = dataclasses.field(default_factory=dict)
   # task -> (tokens its examples hold as trained: EOS added, each cut to data.seq_len; tokens
   # the cut drops). The unique text a run's tokens seen are counted against.
   tokens: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
-
-def _token_counts(examples: list[dict], encode, seq_len: int, eos: bool) -> tuple[int, int]:
-  """(kept, cut) tokens of examples, as seqio trims them (EOS appended after the trim)."""
-  lengths = [len(e["targets"]) if "targets" in e else len(encode(e["text"])) + eos
-             for e in examples]
-  kept = sum(min(n, seq_len) for n in lengths)
-  return kept, sum(lengths) - kept
+  @property
+  def kd(self) -> bool:
+    return bool(self.manifest.get("kd"))
 
 
-def _task(name: str, examples: list[dict], vocab: TokenizerVocabulary, shuffle_buffer: int):
-  ids = [e["id"] for e in examples]
-  texts = [e["text"] for e in examples]
-
-  def dataset_fn(split, shuffle_files, seed=None):
-    del split, shuffle_files, seed  # one in-memory split; shuffling happens in the Task
-    return tf.data.Dataset.from_tensor_slices({"id": ids, "targets": texts})
-
-  seqio.TaskRegistry.remove(name)
-  seqio.TaskRegistry.add(
-      name,
-      source=seqio.FunctionDataSource(dataset_fn, splits=["train"],
-                                      num_input_examples={"train": len(examples)}),
-      preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-      output_features={"targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32)},
-      shuffle_buffer_size=shuffle_buffer)
-
-
-def _token_task(name: str, examples: list[dict], vocab: TokenizerVocabulary,
-                shuffle_buffer: int):
-  """A task of pre-tokenized examples with a per-token `teacher_slot` (KD training)."""
-  import numpy as np
-
-  def dataset_fn(split, shuffle_files, seed=None):
-    del split, shuffle_files, seed
-
-    def gen():
-      for e in examples:
-        yield {"id": e["id"], "targets": np.asarray(e["targets"], np.int32),
-               "teacher_slot": np.asarray(e["teacher_slot"], np.int32)}
-    return tf.data.Dataset.from_generator(gen, output_signature={
-        "id": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([None], tf.int32),
-        "teacher_slot": tf.TensorSpec([None], tf.int32)})
-
-  seqio.TaskRegistry.remove(name)
-  seqio.TaskRegistry.add(
-      name,
-      source=seqio.FunctionDataSource(dataset_fn, splits=["train"],
-                                      num_input_examples={"train": len(examples)}),
-      preprocessors=[],
-      output_features={
-          "targets": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
-          "teacher_slot": seqio.Feature(seqio.PassThroughVocabulary(size=0), add_eos=False,
-                                        dtype=tf.int32)},
-      shuffle_buffer_size=shuffle_buffer)
-
-
-def _kd_examples(tokenizer, cfg: DataConfig):
-  """Token examples of every task and the top-k table; refuses a ledger KD cannot use."""
+def _check_kd(tokenizer, cfg: DataConfig, named: tuple) -> None:
+  """Refuses inputs KD cannot use: no top-k, another tokenizer, task distillation."""
+  if cfg.export_dir:
+    raise UserError("train.kd_weight > 0 needs the ledger's top-k logprobs, which an export does "
+                    "not hold; train from data.paragraphs_dir + data.ledger_dir")
   manifest = ledger.read_manifest(cfg.ledger_dir) if cfg.ledger_dir else None
   if not manifest or not manifest.get("topk"):
     raise UserError("train.kd_weight > 0 needs a ledger written with top-k logprobs "
@@ -139,18 +86,9 @@ def _kd_examples(tokenizer, cfg: DataConfig):
     raise UserError("train.kd_weight > 0 needs a student with the teacher's tokenizer (ledger "
                     f"{manifest.get('tokenizer')}, student {tokenizer.fingerprint()}); "
                     "KD across tokenizers is not supported")
-  paragraphs = read_paragraphs(cfg.paragraphs_dir)
-  readings = formatting.read_ledger(cfg.ledger_dir)
-  table = formatting.KDTable(int(manifest["topk"]))
-  eos = tokenizer.eos_id if tokenizer.eos_id is not None else 1
-  by_task = {t: formatting.token_examples(paragraphs, readings, t, tokenizer.encode, eos,
-                                          cfg.seq_len, table, cfg.sep, cfg.level)
-             for t in LEDGER_TASKS + tuple(f"brd_{b}" for b in readings.declared)}
-  by_task["brd_tdist"] = []  # the teacher's top-k exists for generated readings only
-  if cfg.task_distill_dir and "brd_tdist" in mixture_tasks(cfg.mixture, tuple(by_task)):
+  if cfg.task_distill_dir and "brd_tdist" in named:
     raise UserError("train.kd_weight > 0 with task distillation: the teacher's top-k is stored "
                     "for the ledger's readings only; use a mixture without brd_tdist")
-  return by_task, table.arrays()
 
 
 def check(cfg: DataConfig) -> None:
@@ -164,9 +102,12 @@ def check(cfg: DataConfig) -> None:
   paragraph_shards(cfg.paragraphs_dir)
   if cfg.ledger_dir:
     ledger.shards(cfg.ledger_dir, required=True)
+  if cfg.shard_paragraphs < 1:
+    raise UserError(f"data.shard_paragraphs={cfg.shard_paragraphs}: must be at least 1")
 
 
 def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
+  """Every task's text examples, joined in memory (the reference the prepared shards equal)."""
   check(cfg)
   if cfg.export_dir:
     from brd_jax.data import exported
@@ -183,106 +124,66 @@ def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   }
 
 
-def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False) -> Registered:
-  """Registers every Task and Mixture; returns the configured mixture with its counts and rates.
+def default_prepared_root() -> pathlib.Path:
+  """Where prepared shards go when neither data.prepared_dir nor a workdir names a place."""
+  cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(cache) / "brd_jax" / "prepared"
+
+
+def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False, workdir=None,
+             progress: bool = False) -> Registered:
+  """Prepares the examples (once), registers every Task and Mixture, and returns the configured
+  mixture with its counts and rates.
 
   kd: token-level examples carrying the teacher's top-k (see `formatting.token_examples`)."""
+  from brd_jax.data import prepare
   cfg = cfg or DataConfig()
   # a behaviour declared in a file is a task only once its ledger is read: any brd_* passes here
   named = mixture_tasks(cfg.mixture, TASKS + tuple(
       t for t in cfg.mixture.split("+") if t.startswith("brd_")))
-  if kd and cfg.export_dir:
-    raise UserError("train.kd_weight > 0 needs the ledger's top-k logprobs, which an export does "
-                    "not hold; train from data.paragraphs_dir + data.ledger_dir")
   if "brd_tdist" in named and not (cfg.task_distill_dir or cfg.export_dir):
     raise UserError(f"data.mixture={cfg.mixture} mixes task distillation (brd_tdist), but "
                     "data.task_distill_dir is not set")
-  vocab = TokenizerVocabulary(tokenizer)
-  kd_table = None
+  check(cfg)
   if kd:
-    check(cfg)
-    by_task, kd_table = _kd_examples(tokenizer, cfg)
-  else:
-    by_task = examples_by_task(cfg)
-  for name, examples in by_task.items():
-    (_token_task if kd else _task)(name, examples, vocab, cfg.shuffle_buffer)
-  counts = {t: len(e) for t, e in by_task.items()}
-  unknown = set(cfg.rates or {}) - set(by_task)
+    _check_kd(tokenizer, cfg, named)
+  root = prepare.prepared_root(cfg, workdir) if (cfg.prepared_dir or workdir) else \
+      default_prepared_root()
+  prepared = prepare.prepare(cfg, tokenizer, kd, root, progress=progress)
+  manifest = prepare.read_manifest(prepared)
+  empty = {"shards": [], "counts": [], "examples": 0, "tokens": [0, 0]}
+  infos = {t: manifest["tasks"].get(t, empty) for t in (*TASKS, *manifest["tasks"])}
+  counts = {t: info["examples"] for t, info in infos.items()}
+  unknown = set(cfg.rates or {}) - set(counts)
   if unknown:
     raise UserError(f"data.rates names unknown tasks {sorted(unknown)}; tasks: "
-                    f"{', '.join(by_task)}")
-  chosen = mixture_tasks(cfg.mixture, tuple(by_task))
-  used = {}
-  for mix, tasks in {**MIXTURES, cfg.mixture: chosen}.items():
-    # An empty task would end the whole mixture (seqio stops on the first empty dataset).
-    rates = {t: float((cfg.rates or {}).get(t, counts[t])) for t in tasks if counts[t]}
-    rates = {t: r for t, r in rates.items() if r > 0}
-    seqio.MixtureRegistry.remove(seqio_name(mix))
-    if rates:
-      seqio.MixtureRegistry.add(seqio_name(mix), list(rates.items()))
-    if mix == cfg.mixture:
-      used = rates
+                    f"{', '.join(counts)}")
+  chosen = mixture_tasks(cfg.mixture, tuple(counts))
+  used = mixture_rates(chosen, counts, cfg.rates)
   if not used:
     raise UserError(f"mixture {cfg.mixture} has no examples (counts: {counts})")
   for t in chosen:
     if not counts[t] and t != "brd_skd":
       logging.warning("task %s has no examples; %s mixes without it", t, cfg.mixture)
-  tokens = {t: _token_counts(by_task[t], vocab.encode, cfg.seq_len, eos=not kd) for t in used}
-  return Registered(cfg.mixture, counts, used, vocab, kd_table, tokens)
+  tokens = {t: tuple(infos[t]["tokens"]) for t in used}
+  return Registered(cfg.mixture, counts, used, tokenizer, prepared, manifest, tokens)
 
 
-def seqio_name(mixture: str) -> str:
-  """A configured mixture's seqio name: its own when in MIXTURES, else one that no Task has
-  (`brd_ori` alone is a Task's name) and without '+', which seqio's names do not take."""
-  return mixture if mixture in MIXTURES else "mix#" + mixture.replace("+", "#")
+def mixture_rates(tasks: tuple, counts: dict, rates: dict | None) -> dict[str, float]:
+  """task -> rate (data.rates, else the example count) of the tasks that have examples: an empty
+  task would end a mixture, as seqio's ends on its first empty dataset."""
+  out = {t: float((rates or {}).get(t, counts[t])) for t in tasks if counts.get(t)}
+  return {t: r for t, r in out.items() if r > 0}
 
 
-def _kd_decoder_features(ds, lengths, pack: bool, bos: int):
-  """What seqio's DecoderFeatureConverter makes of `targets`, plus `teacher_slot` packed with
-  it (the converter keeps only its own features; seqio's packer packs both alike)."""
-  if pack:
-    ds = seqio.utils.trim_and_pack_dataset(ds, lengths)
-  else:
-    ds = seqio.utils.trim_and_pad_dataset(ds, lengths)
-
-  def convert(x):
-    seg = x.get("targets_segment_ids")
-    out = {"decoder_target_tokens": x["targets"],
-           "decoder_input_tokens": seqio.utils.make_autoregressive_inputs(
-               x["targets"], sequence_id=seg, bos_id=bos),
-           "decoder_loss_weights": tf.cast(tf.not_equal(x["targets"], 0), tf.int32),
-           "teacher_slot": x["teacher_slot"]}
-    if seg is not None:
-      out["decoder_segment_ids"] = seg
-      out["decoder_positions"] = x["targets_positions"]
-    return out
-  return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def dataset(reg: Registered, batch_size: int, cfg: DataConfig | None = None,
-            skip_batches: int = 0) -> tf.data.Dataset:
-  """This host's endless stream of packed batches (dicts of int32 [batch, seq_len]).
-
-  The order depends only on the seed, the data and the host count, so skipping the batches a
-  checkpoint already consumed resumes at exactly the next example.
-  """
+def dataset(reg: Registered, batch_size: int, cfg: DataConfig | None = None):
+  """This host's endless iterator of packed batches (dicts of int32 [batch / hosts, seq_len],
+  and the teacher's top-k with KD): see `feed.Feed`, whose state() a checkpoint keeps."""
+  from brd_jax.data.feed import Feed
   cfg = cfg or DataConfig()
   n_hosts, host = jax.process_count(), jax.process_index()
   if batch_size % n_hosts:
     raise UserError(f"train.batch_size={batch_size} is not divisible by {n_hosts} hosts")
-  lengths = {"targets": cfg.seq_len}
-  if reg.kd_table is not None:
-    lengths["teacher_slot"] = cfg.seq_len
-  ds = seqio.get_mixture_or_task(seqio_name(reg.mixture)).get_dataset(
-      sequence_length=lengths, split="train", shuffle=True, seed=cfg.seed, num_epochs=None,
-      shard_info=seqio.ShardInfo(host, n_hosts) if n_hosts > 1 else None, use_cached=False)
-  tok = reg.vocabulary.tokenizer
+  tok = reg.tokenizer
   bos = tok.bos_id if tok.bos_id is not None else (tok.eos_id or 0)
-  if reg.kd_table is None:
-    ds = seqio.DecoderFeatureConverter(pack=cfg.pack, bos_id=bos)(ds, lengths)
-  else:
-    ds = _kd_decoder_features(ds, lengths, cfg.pack, bos)
-  ds = ds.batch(batch_size // n_hosts, drop_remainder=True)
-  if skip_batches:
-    ds = ds.skip(skip_batches)
-  return ds.prefetch(2)
+  return Feed(reg.prepared, reg.manifest, reg.rates, batch_size, cfg, bos, host, n_hosts)

@@ -26,7 +26,9 @@ from brd_jax.training.config import StudentConfig, TrainConfig
 
 # Settings that fix the order of the data stream; resuming with other values would not continue
 # the same stream, so it is refused.
-_STREAM_KEYS = ("mixture", "seed", "seq_len", "pack", "level", "sep", "batch_size")
+_STREAM_KEYS = ("mixture", "seed", "seq_len", "pack", "level", "sep", "batch_size",
+                "shard_paragraphs")
+FEED = 1  # the input pipeline's version: prepared shards read by Grain
 
 
 def example_ids(batch: dict) -> list[str]:
@@ -66,6 +68,19 @@ def _save_tokenizer(tok, workdir) -> None:
   tmp.mkdir(parents=True)
   tok.save(tmp)
   tmp.rename(out)
+
+
+def _gather_text(text: str) -> list[str]:
+  """Every host's string, in process order (each host's input position, for the checkpoint)."""
+  if jax.process_count() == 1:
+    return [text]
+  from jax.experimental import multihost_utils
+  raw = np.frombuffer(text.encode(), np.uint8)
+  n = int(np.asarray(multihost_utils.process_allgather(np.int32(len(raw)))).max())
+  padded = np.zeros(n, np.uint8)
+  padded[:len(raw)] = raw
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  return [bytes(r).rstrip(b"\0").decode() for r in rows]
 
 
 def _sync(name: str) -> None:
@@ -108,7 +123,8 @@ def _resume(ck, workdir, stream: dict, tcfg: TrainConfig, mesh):
     return step, state, cfg, meta, (bind, tx, shardings), {
         "event": "resume", "restored_step": step,
         "batches_consumed": data_pos["batches_consumed"],
-        "tokens_seen": data_pos.get("tokens_seen"), "set_aside": set_aside}
+        "tokens_seen": data_pos.get("tokens_seen"), "iterator": data_pos.get("iterator"),
+        "set_aside": set_aside}
   if set_aside:
     raise UserError(f"{ck.dir}: no checkpoint could be read (set aside: {', '.join(set_aside)})")
   return None
@@ -149,7 +165,7 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
                          tcfg.async_checkpoints, ocdbt=tcfg.checkpoint_ocdbt)
   stream = {**{k: getattr(dcfg, k) for k in _STREAM_KEYS if hasattr(dcfg, k)},
             "batch_size": tcfg.batch_size, "hosts": jax.process_count(),
-            "kd": tcfg.kd_weight > 0,
+            "kd": tcfg.kd_weight > 0, "feed": FEED,
             # the content of the data, not just its size: a resume must see the same examples
             "data": [dir_fingerprint(dcfg.paragraphs_dir or "-"),
                      dir_fingerprint(dcfg.ledger_dir or "-")]
@@ -174,14 +190,20 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
     return {"steps": start, "resumed_from": start, "workdir": str(workdir),
             **_data_summary(old_meta["data"], seen)}
 
-  reg = tasks.register(tok, dcfg, kd=tcfg.kd_weight > 0)
+  reg = tasks.register(tok, dcfg, kd=tcfg.kd_weight > 0, workdir=workdir, progress=progress)
   meta = {"model": cfg.to_dict(), "provenance": prov, "stream": stream,
           "data": {"paragraphs_dir": dcfg.paragraphs_dir, "ledger_dir": dcfg.ledger_dir,
                    **({"export_dir": dcfg.export_dir} if dcfg.export_dir else {}),
                    "mixture": dcfg.mixture, "level": dcfg.level, "counts": reg.counts,
                    "rates": reg.rates, "tokens": reg.tokens},
           "tokenizer": "tokenizer", "gin": gin.config_str()}
-  batches = tasks.dataset(reg, tcfg.batch_size, dcfg, skip_batches=start).as_numpy_iterator()
+  batches = tasks.dataset(reg, tcfg.batch_size, dcfg)
+  if start:
+    states = event.get("iterator")
+    if states:  # where each host's stream stood: no replay, whatever the step
+      batches.restore(states[jax.process_index()])
+    else:
+      batches.skip(start)
   step_fn = step_lib.make_train_step(bind, tx, tcfg, mesh, shardings)
   schedule = optim.schedule(tcfg)
   writer = metrics_lib.Writer(workdir, tcfg.tensorboard)
@@ -197,7 +219,7 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   with SigtermFlag() as stop:
     for s in range(start + 1, tcfg.steps + 1):
       try:
-        local = step_lib.normalize_batch(next(batches), reg.kd_table)
+        local = step_lib.normalize_batch(next(batches))
       except StopIteration:
         raise UserError("the training data ran out (the mixture is empty?)") from None
       batch = {k: sharding.global_batch(v, mesh) for k, v in local.items()}
@@ -239,12 +261,13 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
       bar.update(1)
       if saving:
         # `saving` steps always fetch the metrics above, so tokens_seen is current here.
-        ck.save(s, state, {"batches_consumed": s, "tokens_seen": record["tokens_seen"]}, meta,
-                force=True)
+        ck.save(s, state, {"batches_consumed": s, "tokens_seen": record["tokens_seen"],
+                           "iterator": _gather_text(batches.state())}, meta, force=True)
       if stopping:
         logging.warning("SIGTERM: saved step %d, exiting", s)
         break
   bar.close()
+  batches.close()
   ck.wait()
   ck.close()
   writer.close()
@@ -253,6 +276,31 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
   return {"steps": s, "workdir": str(workdir), "preempted": stopping,
           "resumed_from": start if event["event"] == "resume" else None,
           **_data_summary(meta["data"], seen)}
+
+
+def prepare_only(workdir, tcfg: TrainConfig | None = None, dcfg=None,
+                 scfg: StudentConfig | None = None, progress: bool = True) -> dict:
+  """Builds (or finds) the prepared examples a `brd train` with these settings reads, without
+  a model: the student's tokenizer is all it loads."""
+  from brd_jax.checkpoints import resolve
+  from brd_jax.data import tasks
+  tcfg, dcfg, scfg = tcfg or TrainConfig(), dcfg or tasks.DataConfig(), scfg or StudentConfig()
+  tasks.check(dcfg)
+  # the tokenizer `student.init` ends with: the model's own, else student.tokenizer
+  tok = None
+  if scfg.init != "scratch":
+    try:
+      tok = resolve.load_tokenizer(scfg.init)
+    except UserError:
+      if not scfg.tokenizer:
+        raise
+  if tok is None:
+    if not scfg.tokenizer:
+      raise UserError("a scratch student needs student.tokenizer ('bytes' or a model spec)")
+    tok = resolve.load_tokenizer(scfg.tokenizer)
+  reg = tasks.register(tok, dcfg, kd=tcfg.kd_weight > 0, workdir=as_path(workdir),
+                       progress=progress)
+  return {"prepared": str(reg.prepared), "counts": reg.counts, "rates": reg.rates}
 
 
 def _data_summary(data: dict, tokens_seen: int | None) -> dict:

@@ -17,18 +17,11 @@ from brd_jax.training import losses, optim
 from brd_jax.training.config import TrainConfig
 
 
-def normalize_batch(batch: dict, kd_table=None) -> dict:
-  """int32 seqio features; unpacked batches get segment ids / positions (0 = padding); a
-  `teacher_slot` becomes the teacher's top-k ids / logprobs and a mask of taught tokens."""
+def normalize_batch(batch: dict) -> dict:
+  """int32 decoder features (the teacher's top-k as they come); unpacked batches get segment
+  ids / positions (0 = padding)."""
   out = {k: np.asarray(v, np.int32) if k.startswith("decoder_") else np.asarray(v)
          for k, v in batch.items()}
-  if "teacher_slot" in out:
-    slot = out.pop("teacher_slot")
-    if kd_table is not None:
-      ids, lps = kd_table
-      out["teacher_topk_ids"] = ids[slot]
-      out["teacher_topk_logprobs"] = lps[slot]
-      out["teacher_topk_weights"] = (slot > 1).astype(np.float32)  # see data.formatting.KDTable
   if "decoder_segment_ids" not in out:
     real = out["decoder_target_tokens"] != 0
     out["decoder_segment_ids"] = real.astype(np.int32)
