@@ -138,6 +138,16 @@ def test_packed_stream_is_deterministic_and_a_saved_state_resumes_exactly(corpus
     np.testing.assert_array_equal(inp[idx[1:]], tgt[idx[:-1]])
   c = next(tasks.dataset(reg, 4, DataConfig(**{**cfg.__dict__, "seed": 8})))
   assert not np.array_equal(c["decoder_target_tokens"], first["decoder_target_tokens"])
+  # The byte tokenizer's BOS is its EOS; with another BOS every segment still starts with it
+  # (as seqio's make_autoregressive_inputs), not with the previous segment's last token.
+  from brd_jax.data.feed import Feed
+  b = next(Feed(reg.prepared, reg.manifest, reg.rates, 4, cfg, bos=7))
+  seg, tgt, inp = (b[k] for k in ("decoder_segment_ids", "decoder_target_tokens",
+                                  "decoder_input_tokens"))
+  starts = (seg > 0) & (np.concatenate([np.zeros_like(seg[:, :1]), seg[:, :-1]], 1) != seg)
+  assert starts.sum() > 4 and np.all(inp[starts] == 7)
+  np.testing.assert_array_equal(inp[:, 1:][~starts[:, 1:] & (seg[:, 1:] > 0)],
+                                tgt[:, :-1][~starts[:, 1:] & (seg[:, 1:] > 0)])
 
 
 @pytest.mark.parametrize("per_shard", [4096, 10])

@@ -41,14 +41,14 @@ def _valid_records(led_dir):
 
 @pytest.fixture(scope="module")
 def text_corpus(tmp_path_factory):
-  """40 paragraphs; p1 and p8 (another shard of 7) repeat p0's first sentence, p2's second
-  sentence has no NER reading, and p3's first sentence has a second valid QRA attempt, written
-  later (attempt 0 must win)."""
+  """40 paragraphs; p1 (as its third) and p8 (as its first, in another shard of 7) repeat p0's
+  first sentence, p2's second sentence has no NER reading, and p3's first sentence has a second
+  valid QRA attempt, written later (attempt 0 must win)."""
   root = tmp_path_factory.mktemp("prep")
   pars, led = brd_corpus.make(root, n_paragraphs=40)
   rows = [json.loads(l) for l in (pars / "shard-00000.jsonl").read_text().splitlines()]
-  for i in (1, 8):
-    rows[i]["sentences"][2] = rows[0]["sentences"][0]
+  for i, j in ((1, 2), (8, 0)):
+    rows[i]["sentences"][j] = rows[0]["sentences"][0]
     rows[i]["text"] = " ".join(rows[i]["sentences"])
   (pars / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   shard = led / "shard-p0000-000000.jsonl"
