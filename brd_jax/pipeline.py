@@ -21,7 +21,8 @@ from brd_jax import preemption, sharding
 from brd_jax.data.config import DataConfig
 from brd_jax.errors import Preempted, UserError
 from brd_jax.experiment import PipelineConfig
-from brd_jax.io_utils import as_path, atomic_write_text, content_digest, dir_fingerprint
+from brd_jax.io_utils import (as_path, atomic_write_text, content_digest, dir_fingerprint,
+                              is_url)
 from brd_jax.preemption import SigtermFlag
 from brd_jax.training.config import StudentConfig, TrainConfig
 
@@ -95,7 +96,8 @@ def _run(workdir, mesh, data_dir, progress) -> dict:
       DataConfig(), paragraphs_dir=str(paragraphs), ledger_dir=str(ledger_dir),
       task_distill_dir=distill_dir and str(distill_dir),
       # arms and seeds share prepared examples (one set per data settings, not per run)
-      prepared_dir=DataConfig().prepared_dir or str(workdir / "prepared")),
+      prepared_dir=DataConfig().prepared_dir or (None if is_url(workdir)
+                                                 else str(workdir / "prepared"))),
       TrainConfig(), StudentConfig())
   pcfg.check_runs(runs, gcfg.behaviors)  # bad arms fail now, before the ledger is paid for
   eval_run.check(ecfg)  # missing evaluation data fails now, not after training

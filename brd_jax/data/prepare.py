@@ -92,12 +92,20 @@ def read_manifest(directory) -> dict | None:
     return None
 
 
-def prepared_root(cfg: DataConfig, workdir) -> pathlib.Path:
-  root = cfg.prepared_dir or pathlib.Path(workdir) / "prepared"
-  if is_url(root):
-    raise UserError(f"data.prepared_dir={root}: prepared shards are read by index from a local "
-                    "or mounted file system (e.g. gcsfuse); give a local path")
-  return pathlib.Path(root)
+def prepared_root(cfg: DataConfig, workdir=None) -> pathlib.Path:
+  """data.prepared_dir; else WORKDIR/prepared for a local workdir; else this machine's cache
+  ($XDG_CACHE_HOME or ~/.cache, /brd_jax/prepared): a workdir on object storage keeps its
+  checkpoints there, and its prepared examples, read by index, on a local disk."""
+  if cfg.prepared_dir:
+    if is_url(cfg.prepared_dir):
+      raise UserError(f"data.prepared_dir={cfg.prepared_dir}: prepared shards are read by index "
+                      "from a local or mounted POSIX file system (a disk, NFS, Filestore); give "
+                      "its path")
+    return pathlib.Path(cfg.prepared_dir)
+  if workdir is not None and not is_url(workdir):
+    return pathlib.Path(workdir) / "prepared"
+  cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(cache) / "brd_jax" / "prepared"
 
 
 def prepare(cfg: DataConfig, tokenizer, kd: bool, root, progress: bool = True,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import pathlib
 
 import jax
@@ -124,12 +123,6 @@ def examples_by_task(cfg: DataConfig) -> dict[str, list[dict]]:
   }
 
 
-def default_prepared_root() -> pathlib.Path:
-  """Where prepared shards go when neither data.prepared_dir nor a workdir names a place."""
-  cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-  return pathlib.Path(cache) / "brd_jax" / "prepared"
-
-
 def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False, workdir=None,
              progress: bool = False) -> Registered:
   """Prepares the examples (once), registers every Task and Mixture, and returns the configured
@@ -147,9 +140,8 @@ def register(tokenizer, cfg: DataConfig | None = None, kd: bool = False, workdir
   check(cfg)
   if kd:
     _check_kd(tokenizer, cfg, named)
-  root = prepare.prepared_root(cfg, workdir) if (cfg.prepared_dir or workdir) else \
-      default_prepared_root()
-  prepared = prepare.prepare(cfg, tokenizer, kd, root, progress=progress)
+  prepared = prepare.prepare(cfg, tokenizer, kd, prepare.prepared_root(cfg, workdir),
+                             progress=progress)
   manifest = prepare.read_manifest(prepared)
   empty = {"shards": [], "counts": [], "examples": 0, "tokens": [0, 0]}
   infos = {t: manifest["tasks"].get(t, empty) for t in (*TASKS, *manifest["tasks"])}
