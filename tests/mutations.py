@@ -100,6 +100,8 @@ _DATA_RESUME = ("tests/test_data.py::"
                 "test_packed_stream_is_deterministic_and_a_saved_state_resumes_exactly")
 _LEDGER_INDEX = ("tests/test_behaviors.py::"
                  "test_the_key_index_says_what_the_records_say_and_a_stale_one_is_not_believed")
+_BENCH_DATA = ("tests/test_bench_data.py::"
+               "test_bench_data_measures_both_paths_and_its_ledger_is_generates")
 _BFILE_REAL = ("tests/test_behavior_files.py::"
                "test_a_new_behaviour_file_is_read_by_the_real_teacher_and_trained_on")
 
@@ -334,6 +336,10 @@ BREAKS: list[Break] = [
           '"decoder_input_tokens": np.where(seg != prev, self.bos, inputs).astype(np.int32),',
           '"decoder_input_tokens": inputs.astype(np.int32),', (_DATA_RESUME,),
           "a packed example's first input is the previous example's last token"),
+    Break("bench_ledger_not_generates", "brd_jax/benchmarks/data.py",
+          '        unit = ledger.unit_key(sk, tid, "teacher", decode)',
+          '        unit = ledger.unit_key(sk, tid, "teacher", {})', (_BENCH_DATA,),
+          "bench data times a generate restart that finds nothing done"),
     Break("stale_index_believed", "brd_jax/behaviors/ledger.py",
           '  ok = isinstance(index, dict) and index.get("crc32") == _crc32(path) and all(',
           '  ok = isinstance(index, dict) and all(', (_LEDGER_INDEX,),

@@ -18,6 +18,7 @@ import numpy as np
 
 from brd_jax.data.config import DataConfig
 from brd_jax.data.prepare import decode_example
+from brd_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 READ_THREADS = 0
@@ -59,7 +60,8 @@ class Feed:
                    .map(self._features))
       weights.append(rate)
     if not parts:
-      raise ValueError("no task of the mixture has examples on this host")
+      raise UserError(f"host {host} of {n_hosts} has no example of the mixture's tasks "
+                      f"({', '.join(rates)}): fewer examples than hosts")
     it = grain.MapDataset.mix(parts, weights).to_iter_dataset(
         grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=64))
     lengths = {f: self.seq_len for f in self._feature_names()}

@@ -67,10 +67,6 @@ class Registered:
   # the cut drops). The unique text a run's tokens seen are counted against.
   tokens: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
-  @property
-  def kd(self) -> bool:
-    return bool(self.manifest.get("kd"))
-
 
 def _check_kd(tokenizer, cfg: DataConfig, named: tuple) -> None:
   """Refuses inputs KD cannot use: no top-k, another tokenizer, task distillation."""
