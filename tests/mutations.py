@@ -143,7 +143,7 @@ BREAKS: list[Break] = [
           "    if attempts < cfg.max_attempts and _share(u.unit, n_proc) == proc:",
           (_GEN_VALID, _GEN_KILL), "a re-run generates valid units again"),
     Break("ledger_state_ignores_valid", "brd_jax/behaviors/generate.py",
-          'ok or r["valid"] is True)', 'ok)', (_GEN_VALID, _GEN_KILL),
+          'ok or valid is True)', 'ok)', (_GEN_VALID, _GEN_KILL),
           "the ledger's state forgets which units have a valid reading"),
     Break("decontam_n14", "brd_jax/corpus/config.py", "decontam_ngram: int = 13",
           "decontam_ngram: int = 14", (_DECONTAM,),

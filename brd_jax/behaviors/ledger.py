@@ -183,15 +183,20 @@ def _shard_index(path) -> dict | None:
   return index if ok else None
 
 
-def read_index(ledger_dir) -> Iterator[dict]:
-  """Every committed record's INDEX_FIELDS, in shard order: from the shards' key indexes, and by
-  reading the records of any shard without a usable one."""
+def index_columns(ledger_dir) -> Iterator[dict]:
+  """Per committed shard, in order, INDEX_FIELDS -> a list over its records: from the shard's key
+  index, or by reading its records when it has no usable one."""
   for path in shards(ledger_dir):
     index = _shard_index(path)
     if index is None:
-      for r in _read_shard(path):
-        yield {f: r.get(f) for f in INDEX_FIELDS}
-      continue
+      recs = list(_read_shard(path))
+      index = {f: [r.get(f) for r in recs] for f in INDEX_FIELDS}
+    yield index
+
+
+def read_index(ledger_dir) -> Iterator[dict]:
+  """Every committed record's INDEX_FIELDS, in shard order (see `index_columns`)."""
+  for index in index_columns(ledger_dir):
     for row in zip(*(index[f] for f in INDEX_FIELDS)):
       yield dict(zip(INDEX_FIELDS, row))
 
