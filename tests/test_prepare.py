@@ -4,7 +4,6 @@ read by two JAX processes, each process's own shards, every example once."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 import brd_corpus
+import two_processes
 from brd_jax import tokenizer
 from brd_jax.behaviors import ledger, parse
 from brd_jax.benchmarks import data as bench_data
@@ -165,20 +165,8 @@ def test_sigkill_during_preparation_then_a_rerun_gives_the_same_shards(tmp_path,
 @pytest.mark.multiprocess
 def test_two_processes_open_only_their_shards_and_see_every_example_once(tmp_path):
   pars, led = brd_corpus.make(tmp_path, n_paragraphs=40)
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  worker = os.path.join(os.path.dirname(__file__), "multihost_data_worker.py")
-  procs = []
-  for i in range(2):
-    env = {**os.environ, "BRD_COORDINATOR": f"127.0.0.1:{port}", "BRD_NUM_PROCESSES": "2",
-           "BRD_PROCESS_ID": str(i)}
-    procs.append(subprocess.Popen(
-        [sys.executable, worker, str(pars), str(led), str(tmp_path / "prep"),
-         str(tmp_path / f"out{i}.json")], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True))
-  outs = [p.communicate(timeout=300)[0] for p in procs]
-  assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+  two_processes.run("multihost_data_worker.py", lambda i: (
+      pars, led, tmp_path / "prep", tmp_path / f"out{i}.json"))
   got = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
   # 40 paragraphs, 7 a shard: 6 shards, 3 a process, no file opened by both
   assert [len(g["opened"]) for g in got] == [3, 3]
