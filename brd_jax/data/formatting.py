@@ -48,11 +48,17 @@ def reading_keys(paragraph: dict, behavior: str, context: int) -> list[str]:
 def read_ledger(directory) -> Readings:
   """The ledger's committed, valid records, one per sentence key (see `ledger.select`)."""
   ledger_lib.shards(directory, required=True)
+  manifest, context, declared = ledger_settings(directory)
+  return Readings(ledger_lib.select(ledger_lib.read(directory), manifest), context, declared)
+
+
+def ledger_settings(directory) -> tuple[dict, int, tuple]:
+  """(manifest, context sentences, behaviours declared in files) of a ledger; the declared ones
+  are registered, so they render as their files say."""
   manifest = ledger_lib.read_manifest(directory) or {}
-  spec.from_manifest(manifest)  # behaviours declared in files render as their file says
+  spec.from_manifest(manifest)
   declared = tuple(b for b in manifest.get("behavior_specs") or {} if b not in spec.BUILTINS)
-  return Readings(ledger_lib.select(ledger_lib.read(directory), manifest),
-                  int(manifest.get("context_sentences", 0)), declared)
+  return manifest, int(manifest.get("context_sentences", 0)), declared
 
 
 def example_id(*parts) -> str:

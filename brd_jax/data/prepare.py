@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from brd_jax.behaviors import ledger, spec
+from brd_jax.behaviors import ledger
 from brd_jax.corpus.paragraphs import iter_paragraphs, paragraph_shards
 from brd_jax.data import formatting
 from brd_jax.data.config import DataConfig
@@ -215,12 +215,10 @@ class _Builder:
   def _ledger_tasks(self) -> None:
     cfg = self.cfg
     paragraph_shards(cfg.paragraphs_dir)
-    manifest = (ledger.read_manifest(cfg.ledger_dir) or {}) if cfg.ledger_dir else {}
+    manifest, context, declared = formatting.ledger_settings(cfg.ledger_dir) \
+        if cfg.ledger_dir else ({}, 0, ())
     if self.kd:
       self.k = int(manifest["topk"])
-    spec.from_manifest(manifest)
-    declared = tuple(b for b in manifest.get("behavior_specs") or {} if b not in spec.BUILTINS)
-    context = int(manifest.get("context_sentences", 0))
     behaviors = ("ner", "qra", "skd") + declared
     tasks = ("brd_ori",) + tuple(f"brd_{b}" for b in behaviors)
     chunks = self._join(manifest, behaviors, context) if cfg.ledger_dir else None
