@@ -35,7 +35,7 @@ setup(
         "gguf>=0.19,<0.20",
         "jinja2>=3.1",  # chat templates
         "pyyaml>=6",  # behaviour files
-        "sentencepiece>=0.2.3,<0.3",
+        "sentencepiece>=0.2.2,<0.3",
         "tqdm>=4.66",
         "rich>=13",
         "matplotlib>=3.8",
@@ -64,7 +64,13 @@ setup(
                  # the reference of tests/test_lm_eval_parity.py
                  "lm-eval[hf]>=0.4.13,<0.5",
                  # the splitters `brd bench split` compares with blingfire
-                 "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2"],
+                 "pysbd>=0.3.4,<0.4", "syntok>=1.4.4,<2",
+                 # the prepared examples built by Apache Beam equal prepare.py's
+                 "apache-beam>=2.77,<3"],
+        # `brd train --prepare_only --beam ...`: the prepared examples built by an Apache Beam
+        # runner (DirectRunner here; Dataflow, Flink or Spark at scale)
+        "beam": ["apache-beam[gcp]>=2.77,<3", "gcsfs>=2026.10,<2027",
+                 "universal-pathlib>=0.3.10,<0.4"],
         # `--model brd_jax` in lm-evaluation-harness (`brd-lm-eval`)
         "lm_eval": ["lm-eval>=0.4.13,<0.5"],
         "bench": ["lm-eval[hf]>=0.4.13,<0.5", "torch>=2.13,<3", "transformers>=5.23,<6"],

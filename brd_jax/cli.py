@@ -153,8 +153,11 @@ def cmd_report(args):
 def cmd_train(args):
   from brd_jax.training import loop
   _parse(args)
+  if args.beam is not None and not args.prepare_only:
+    raise UserError("--beam builds the prepared examples: give it with --prepare_only")
   if args.prepare_only:
-    print(json.dumps(loop.prepare_only(args.workdir, progress=not args.no_progress)))
+    print(json.dumps(loop.prepare_only(args.workdir, progress=not args.no_progress,
+                                       beam=args.beam)))
     return
   summary = loop.run(args.workdir, _mesh(), progress=not args.no_progress)
   config.write_operative_config(args.workdir)

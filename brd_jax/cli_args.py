@@ -220,6 +220,11 @@ def _train(p):
                  "loss.png; an existing workdir resumes")
   p.add_argument("--prepare_only", action="store_true", help="build the prepared examples "
                  "(data.prepared_dir, default WORKDIR/prepared) and stop: no model is loaded")
+  p.add_argument("--beam", metavar="OPTIONS", help="with --prepare_only: build on an Apache Beam "
+                 "runner with these pipeline options, e.g. --beam='--runner=DataflowRunner "
+                 "--project=P --region=R --temp_location=gs://B/tmp' (--beam='': DirectRunner, "
+                 "here); "
+                 "data.prepared_dir may then be a gs:// URL")
   p.add_argument("--no_progress", action="store_true", help="no progress bar")
   gin_flags(p)
 

@@ -95,6 +95,8 @@ _PREP_KILL = ("tests/test_prepare.py::"
               "test_sigkill_during_preparation_then_a_rerun_gives_the_same_shards")
 _PREP_GLOO = ("tests/test_prepare.py::"
               "test_two_processes_open_only_their_shards_and_see_every_example_once")
+_PREP_BEAM = ("tests/test_prepare.py::"
+              "test_a_beam_build_writes_the_local_builds_shards_byte_for_byte")
 _DATA_HOSTS = "tests/test_data.py::test_each_host_reads_a_disjoint_share"
 _DATA_RESUME = ("tests/test_data.py::"
                 "test_packed_stream_is_deterministic_and_a_saved_state_resumes_exactly")
@@ -318,6 +320,21 @@ BREAKS: list[Break] = [
     Break("killed_partial_reused", "brd_jax/data/prepare.py",
           "    rmtree(tmp)  # a killed build left it", "    pass  # a killed build left it",
           (_PREP_KILL,), "a re-run after a kill trips over (or trusts) the half-built set"),
+    Break("beam_tie_to_later_shard", "brd_jax/data/prepare_beam.py",
+          "sorted(g[\"recs\"], key=lambda t: (t[0], t[1]))",
+          "sorted(g[\"recs\"], key=lambda t: (-t[0], t[1]))", (_PREP_BEAM,),
+          "on Beam a tie goes to the later ledger shard, locally to the first"),
+    Break("beam_offsets_per_shard", "brd_jax/data/prepare_beam.py",
+          "  o = sum(n for j, n in counts if j < i)", "  o = 0", (_PREP_BEAM,),
+          "every paragraph shard numbers its paragraphs from 0: chunks mix shards"),
+    Break("beam_chunk_unsorted", "brd_jax/data/prepare_beam.py",
+          "  paragraphs = [par for _, par in sorted(g[\"paras\"], key=lambda t: t[0])]",
+          "  paragraphs = [par for _, par in g[\"paras\"]]", (_PREP_BEAM,),
+          "a chunk's paragraphs are written in the order the runner delivers them"),
+    Break("beam_repeat_once", "brd_jax/data/prepare_beam.py",
+          "    for c in chunks:\n      yield c, (key, chosen)",
+          "    for c in chunks[:1]:\n      yield c, (key, chosen)", (_PREP_BEAM,),
+          "on Beam a sentence repeated in another chunk loses its reading there"),
     Break("no_strided_share", "brd_jax/data/feed.py", "        ds = ds[host::n_hosts]",
           "        pass", (_DATA_HOSTS,),
           "with fewer shards than hosts every host reads every example"),

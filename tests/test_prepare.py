@@ -154,12 +154,60 @@ def test_sigkill_during_preparation_then_a_rerun_gives_the_same_shards(tmp_path,
   files = sorted(p.relative_to(clean) for p in clean.rglob("*.array_record"))
   assert len(files) == 4 * 20  # 2000 paragraphs, 100 a shard, 4 tasks (SKD empty)
   assert files == sorted(p.relative_to(again) for p in again.rglob("*.array_record"))
-  for f in files:
-    assert (again / f).read_bytes() == (clean / f).read_bytes(), f
-  strip = lambda m: {k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
-  assert strip(prepare.read_manifest(again)) == strip(prepare.read_manifest(clean))
+  _same_tree(again, clean)
   assert not list(killed.glob(".*.partial"))
   trust.survived()
+
+
+def _same_tree(a, b):
+  """Every file of two prepared directories the same bytes; manifests equal but for timing."""
+  files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+  assert files == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+  for f in files:
+    if f != prepare.MANIFEST:
+      assert (a / f).read_bytes() == (b / f).read_bytes(), f
+  strip = lambda m: {k: v for k, v in m.items() if k not in ("seconds", "built_by")}  # noqa: E731
+  assert strip(prepare.read_manifest(a)) == strip(prepare.read_manifest(b))
+  return files
+
+
+def test_a_beam_build_writes_the_local_builds_shards_byte_for_byte(text_corpus, tmp_path):
+  """Two Beam worker processes (DirectRunner, multi_processing): the fixture's paragraphs in 3
+  shards of 12, 1 and 27, its repeated sentences, missing reading and later attempt, a tie (another valid record of one key
+  and attempt, in a later ledger shard: the first in ledger order wins), and KD's top-k."""
+  from brd_jax.data import prepare_beam
+  _, led, rows = text_corpus
+  pars, led2 = tmp_path / "paragraphs", tmp_path / "ledger"
+  pars.mkdir()
+  led2.mkdir()
+  for i, (a, b) in enumerate(((0, 12), (12, 13), (13, 40))):  # shards across chunk bounds
+    (pars / f"shard-{i:05d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[a:b]))
+  for f in led.iterdir():
+    (led2 / f.name).write_bytes(f.read_bytes())
+  tie = brd_corpus.record("ner", rows[5]["sentences"][1], [{"entity": "Tie", "type": "location",
+                                                            "description": "second"}])
+  (led2 / "shard-p0002-000000.jsonl").write_text(json.dumps(tie) + "\n")
+  tok = tokenizer.byte_level()
+  beam = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+  cfg = DataConfig(paragraphs_dir=str(pars), ledger_dir=str(led2), seq_len=SEQ,
+                   shard_paragraphs=7)
+  local = prepare.prepare(cfg, tok, False, tmp_path / "local", progress=False, partitions=3)
+  built = prepare_beam.build(cfg, "bytes", False, tmp_path / "beam", beam)
+  assert built.name == local.name and not list((tmp_path / "beam").glob(".*.partial"))
+  assert len(_same_tree(local, built)) == 1 + 4 * 6
+  assert prepare.read_manifest(built)["built_by"] == "beam:DirectRunner"
+  texts = [tok.decode(e["targets"].tolist()) for e in _prepared(built, "brd_ner")]
+  assert "second" not in "".join(texts) and "Later." not in "".join(
+      tok.decode(e["targets"].tolist()) for e in _prepared(built, "brd_qra"))
+
+  kpars, kled = bench_data.make(tmp_path / "kd", readings=200, kd=True,
+                                tokenizer_fp=tok.fingerprint())
+  kcfg = DataConfig(paragraphs_dir=str(kpars), ledger_dir=str(kled), seq_len=SEQ * 4,
+                    shard_paragraphs=6)
+  local = prepare.prepare(kcfg, tok, True, tmp_path / "local", progress=False, partitions=2)
+  built = prepare_beam.build(kcfg, "bytes", True, tmp_path / "beam", beam)
+  assert built.name == local.name and len(_same_tree(local, built)) > 4
+  assert sum(len(e["positions"]) for e in _prepared(built, "brd_ner")) > 1000
 
 
 @pytest.mark.multiprocess

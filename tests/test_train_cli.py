@@ -1,6 +1,7 @@
 """`brd train` end to end in subprocesses: exact resume after SIGKILL, SIGTERM saves, convert to HF."""
 import json
 import os
+import pathlib
 import random
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import brd_corpus
+from brd_jax.data import prepare
 from brd_jax.training import metrics
 
 pytestmark = pytest.mark.slow
@@ -204,3 +206,24 @@ def test_prepare_only_builds_the_set_the_run_reads_and_loads_no_model(runs, tmp_
   assert [p.name for p in ran if p.is_dir()] == [os.path.basename(got["prepared"])]
   assert got["counts"]["brd_ner"] == got["counts"]["brd_ori"] == 60
   assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_prepare_only_on_beam_builds_the_set_the_run_read(runs, tmp_path):
+  root, _, par_dir, led_dir, _ = runs
+  out = _brd_train(tmp_path / "b", ["--beam", "", *_bindings(par_dir, led_dir, 30)])
+  assert out.returncode == 2 and "--prepare_only" in out.stderr
+  out = _brd_train(tmp_path / "b", ["--prepare_only", "--beam=--runner=NoSuchRunner",
+                                    *_bindings(par_dir, led_dir, 30)])
+  assert out.returncode == 2 and "Unexpected pipeline runner: NoSuchRunner" in out.stderr
+  assert not (tmp_path / "b" / "prepared").exists()
+  out = _brd_train(tmp_path / "b", ["--prepare_only", "--beam", "", *_bindings(par_dir, led_dir,
+                                                                              30)])
+  assert out.returncode == 0, out.stderr[-2000:]
+  got = pathlib.Path(json.loads(out.stdout.strip().splitlines()[-1])["prepared"])
+  ran = root / "full" / "prepared" / got.name
+  assert got.parent == tmp_path / "b" / "prepared" and ran.is_dir()
+  assert prepare.read_manifest(got)["built_by"] == "beam:DirectRunner"
+  shards = sorted(p.relative_to(ran) for p in ran.rglob("*.array_record"))
+  assert shards and shards == sorted(p.relative_to(got) for p in got.rglob("*.array_record"))
+  for f in shards:
+    assert (got / f).read_bytes() == (ran / f).read_bytes(), f

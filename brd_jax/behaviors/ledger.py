@@ -140,10 +140,11 @@ def shards(ledger_dir, required: bool = False) -> list[pathlib.Path]:
 def read(ledger_dir) -> Iterator[dict]:
   """Every committed record, in shard order; torn or foreign lines are skipped with a warning."""
   for path in shards(ledger_dir):
-    yield from _read_shard(path)
+    yield from read_shard(path)
 
 
-def _read_shard(path) -> Iterator[dict]:
+def read_shard(path) -> Iterator[dict]:
+  """One shard's well-formed records, in order."""
   bad = 0
   for _, rec in iter_jsonl(path, skip_bad=True):
     if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
@@ -189,7 +190,7 @@ def index_columns(ledger_dir) -> Iterator[dict]:
   for path in shards(ledger_dir):
     index = _shard_index(path)
     if index is None:
-      recs = list(_read_shard(path))
+      recs = list(read_shard(path))
       index = {f: [r.get(f) for r in recs] for f in INDEX_FIELDS}
     yield index
 

@@ -55,14 +55,18 @@ def read_paragraphs(paragraphs_dir) -> list[dict]:
 def iter_paragraphs(paragraphs_dir):
   """Every paragraph, in shard order, each with `sentences` (the one reader of the format)."""
   for path in paragraph_shards(paragraphs_dir):
-    for lineno, rec in iter_jsonl(path):
-      if not isinstance(rec, dict) or "id" not in rec or not (rec.get("sentences")
-                                                               or rec.get("text")):
-        raise UserError(f"{path}:{lineno}: paragraph records need 'id' and 'sentences' or "
-                        "'text'")
-      if not rec.get("sentences"):
-        rec["sentences"] = [rec["text"]]
-      yield rec
+    yield from iter_shard(path)
+
+
+def iter_shard(path):
+  """The paragraphs of one shard, in order, each with `sentences`."""
+  for lineno, rec in iter_jsonl(path):
+    if not isinstance(rec, dict) or "id" not in rec or not (rec.get("sentences")
+                                                             or rec.get("text")):
+      raise UserError(f"{path}:{lineno}: paragraph records need 'id' and 'sentences' or 'text'")
+    if not rec.get("sentences"):
+      rec["sentences"] = [rec["text"]]
+    yield rec
 
 
 def read_manifest(workdir) -> dict | None:

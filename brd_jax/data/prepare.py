@@ -14,10 +14,13 @@ then for KD int32 positions[n_taught], int32 ids[n_taught, k], float16 logprobs[
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import pathlib
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -27,8 +30,8 @@ from brd_jax.corpus.paragraphs import iter_paragraphs, paragraph_shards
 from brd_jax.data import formatting
 from brd_jax.data.config import DataConfig
 from brd_jax.errors import UserError
-from brd_jax.io_utils import (atomic_write_text, content_digest, dir_fingerprint, file_lock,
-                              is_url, rmtree)
+from brd_jax.io_utils import (as_path, atomic_write_bytes, atomic_write_text, content_digest,
+                              dir_fingerprint, file_lock, is_url, rmtree)
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -87,7 +90,7 @@ def fingerprint(cfg: DataConfig, tokenizer, kd: bool) -> str:
 
 def read_manifest(directory) -> dict | None:
   try:
-    return json.loads((pathlib.Path(directory) / MANIFEST).read_text())
+    return json.loads((as_path(directory) / MANIFEST).read_text())
   except (OSError, ValueError):
     return None
 
@@ -109,129 +112,192 @@ def prepared_root(cfg: DataConfig, workdir=None) -> pathlib.Path:
 
 
 def prepare(cfg: DataConfig, tokenizer, kd: bool, root, progress: bool = True,
-            partitions: int | None = None) -> pathlib.Path:
+            partitions: int | None = None, ledger_tasks=None, built_by: str = "local"):
   """The prepared directory of these inputs and settings, built unless it exists already.
 
-  One process builds (a file lock); the others wait and then find the manifest."""
-  root = pathlib.Path(root)
+  One process builds (a file lock); the others wait and then find the manifest. A URL root
+  (`prepare_beam`'s) is built in place, its manifest last. ledger_tasks(builder) builds the
+  paragraphs + ledger tasks instead of the local join."""
+  root = as_path(root)
   fp = fingerprint(cfg, tokenizer, kd)
   out = root / fp
   if read_manifest(out):
     return out
-  with file_lock(root / f".{fp}.lock"):
+  url = is_url(root)
+  with contextlib.nullcontext() if url else file_lock(root / f".{fp}.lock"):
     if read_manifest(out):
       return out
-    tmp = root / f".{fp}.partial"
+    tmp = out if url else root / f".{fp}.partial"
     rmtree(tmp)  # a killed build left it; its shards are rebuilt, which gives the same bytes
     t0 = time.perf_counter()
-    manifest = _Builder(cfg, tokenizer, kd, tmp, progress, partitions).build()
-    manifest.update(fingerprint=fp, seconds=round(time.perf_counter() - t0, 1))
+    manifest = Builder(cfg, tokenizer, kd, tmp, progress, partitions).build(ledger_tasks)
+    manifest.update(fingerprint=fp, seconds=round(time.perf_counter() - t0, 1),
+                    built_by=built_by)
     rmtree(tmp / "spill")
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out)
-  log.info("prepared %s in %.1f s", out, manifest["seconds"])
+    if not url:
+      os.replace(tmp, out)
+  log.info("prepared %s in %.1f s (%s)", out, manifest["seconds"], built_by)
   return out
 
 
 # ---- building ---------------------------------------------------------------------------------
-class _Shards:
-  """One task's shard writer: shard c holds chunk c's examples, in paragraph order."""
+def write_shard(path, records: list[bytes]) -> None:
+  """One shard, whole: written beside its name and renamed (a retried or concurrent writer of
+  the same shard leaves no torn file); to a URL through a local file (ArrayRecord writes files)."""
+  from array_record.python import array_record_module as ar
+  path = as_path(path)
+  local = pathlib.Path(tempfile.mkdtemp(prefix="brd-shard-")) / path.name if is_url(path) else \
+      path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
+  w = ar.ArrayRecordWriter(str(local), _ARRAY_RECORD_OPTIONS)
+  for r in records:
+    w.write(r)
+  w.close()
+  if is_url(path):
+    atomic_write_bytes(path, local.read_bytes())
+    rmtree(local.parent)
+  else:
+    os.replace(local, path)
 
-  def __init__(self, d: pathlib.Path):
-    self.dir, self.files, self.counts = d, [], []
-    d.mkdir(parents=True, exist_ok=True)
-    self.tokens = [0, 0]  # kept, cut
 
-  def write(self, chunk: int, records: list[bytes]) -> None:
-    from array_record.python import array_record_module as ar
-    name = f"shard-{chunk:05d}.array_record"
-    w = ar.ArrayRecordWriter(str(self.dir / name), _ARRAY_RECORD_OPTIONS)
-    for r in records:
-      w.write(r)
-    w.close()
-    self.files.append(name)
-    self.counts.append(len(records))
+def shard_name(chunk: int) -> str:
+  return f"shard-{chunk:05d}.array_record"
 
 
-class _Builder:
-  def __init__(self, cfg: DataConfig, tokenizer, kd: bool, out: pathlib.Path, progress: bool,
-               partitions: int | None):
-    self.cfg, self.tok, self.kd, self.out, self.progress = cfg, tokenizer, kd, out, progress
-    self.partitions = partitions
+class ChunkFormatter:
+  """A chunk of paragraphs and the readings its join found -> one task's records (what the
+  local build and the Beam build both run, so their shards are the same bytes)."""
+
+  def __init__(self, cfg: DataConfig, tokenizer, kd: bool, k: int):
+    self.cfg, self.tok, self.kd, self.k = cfg, tokenizer, kd, k
     self.eos = tokenizer.eos_id if tokenizer.eos_id is not None else 1
-    self.shards: dict[str, _Shards] = {}
-    self.k = 0
 
-  def _shards(self, task: str) -> _Shards:
-    if task not in self.shards:
-      self.shards[task] = _Shards(self.out / task)
-    return self.shards[task]
-
-  def build(self) -> dict:
-    cfg = self.cfg
-    self.out.mkdir(parents=True)
-    if cfg.export_dir:
-      from brd_jax.data import exported
-      for task, examples in exported.read_texts(cfg.export_dir, cfg).items():
-        self._text_task(task, examples)
-    else:
-      if cfg.paragraphs_dir:
-        self._ledger_tasks()
-      if cfg.task_distill_dir and not self.kd:  # KD mixes no task distillation (refused)
-        from brd_jax.behaviors import task_distill
-        self._text_task("brd_tdist", task_distill.read(cfg.task_distill_dir))
-    return {"format": FORMAT, "kd": self.kd, "k": self.k, "seq_len": cfg.seq_len,
-            "tasks": {t: {"shards": s.files, "counts": s.counts, "examples": sum(s.counts),
-                          "tokens": s.tokens} for t, s in sorted(self.shards.items())}}
-
-  # -- text and token examples --
-  def _text_records(self, sh: _Shards, examples: list[dict]) -> list[bytes]:
-    """As seqio's tokenize + append_eos_after_trim make them."""
-    n = self.cfg.seq_len
-    out = []
+  def text_records(self, examples: list[dict]) -> tuple[list[bytes], int, int]:
+    """(records, tokens kept, tokens cut), as seqio's tokenize + append_eos_after_trim make
+    them."""
+    n, out, kept, cut = self.cfg.seq_len, [], 0, 0
     for ids in self.tok.encode_batch([e["text"] for e in examples]):
-      sh.tokens[0] += min(len(ids) + 1, n)
-      sh.tokens[1] += max(len(ids) + 1 - n, 0)
+      kept += min(len(ids) + 1, n)
+      cut += max(len(ids) + 1 - n, 0)
       out.append(encode_example(ids[:n - 1] + [self.eos]))
-    return out
+    return out, kept, cut
 
-  def _token_records(self, sh: _Shards, examples: list[dict], table) -> list[bytes]:
+  def chunk(self, task: str, paragraphs: list[dict], readings) -> tuple[list[bytes], int, int]:
+    cfg = self.cfg
+    if self.kd:
+      table = formatting.KDTable(self.k)
+      ex = formatting.token_examples(paragraphs, readings, task, self.tok.encode, self.eos,
+                                     cfg.seq_len, table, cfg.sep, cfg.level)
+      return self._token_records(ex, table)
+    if task == "brd_ori":
+      return self.text_records(formatting.original_examples(paragraphs))
+    return self.text_records(
+        formatting.examples(paragraphs, readings, task[len("brd_"):], cfg.sep, cfg.level))
+
+  @staticmethod
+  def _token_records(examples: list[dict], table) -> tuple[list[bytes], int, int]:
     ids_t, lps_t = table.arrays()
-    out = []
+    out, kept = [], 0
     for e in examples:
       slot = np.asarray(e["teacher_slot"], np.int64)
       pos = np.flatnonzero(slot > formatting.KDTable.NONE)
-      sh.tokens[0] += len(e["targets"])
+      kept += len(e["targets"])
       out.append(encode_example(e["targets"], (pos, ids_t[slot[pos]], lps_t[slot[pos]])))
-    return out
+    return out, kept, 0
 
-  def _text_task(self, task: str, examples: list[dict]) -> None:
-    sh = self._shards(task)
-    per = self.cfg.shard_paragraphs
+
+def ledger_plan(cfg: DataConfig, kd: bool) -> tuple[dict, int, tuple, tuple, tuple, int]:
+  """(ledger manifest, context sentences, declared behaviours, behaviours, tasks, top-k) of a
+  paragraphs + ledger build; registers the behaviours declared in the ledger's files."""
+  manifest, context, declared = formatting.ledger_settings(cfg.ledger_dir) \
+      if cfg.ledger_dir else ({}, 0, ())
+  behaviors = ("ner", "qra", "skd") + declared
+  tasks = ("brd_ori",) + tuple(f"brd_{b}" for b in behaviors)
+  return manifest, context, declared, behaviors, tasks, int(manifest["topk"]) if kd else 0
+
+
+class _Shards:
+  """One task's shards: shard c holds chunk c's examples, in paragraph order."""
+
+  def __init__(self, d):
+    self.dir, self.files, self.counts = as_path(d), [], []
+    if not is_url(self.dir):
+      self.dir.mkdir(parents=True, exist_ok=True)
+    self.tokens = [0, 0]  # kept, cut
+
+  def write(self, chunk: int, result: tuple[list[bytes], int, int]) -> None:
+    records, kept, cut = result
+    write_shard(self.dir / shard_name(chunk), records)
+    self.add(chunk, len(records), kept, cut)
+
+  def add(self, chunk: int, count: int, kept: int, cut: int) -> None:
+    self.files.append(shard_name(chunk))
+    self.counts.append(count)
+    self.tokens[0] += kept
+    self.tokens[1] += cut
+
+  def info(self) -> dict:
+    return {"shards": self.files, "counts": self.counts, "examples": sum(self.counts),
+            "tokens": self.tokens}
+
+
+class Builder:
+  """The local build; `prepare_beam` runs the ledger join on a Beam runner instead."""
+
+  def __init__(self, cfg: DataConfig, tokenizer, kd: bool, out, progress: bool,
+               partitions: int | None = None):
+    self.cfg, self.tok, self.kd, self.out, self.progress = cfg, tokenizer, kd, out, progress
+    self.partitions = partitions
+    self.shards: dict[str, _Shards] = {}
+    self.k = 0
+
+  def shards_of(self, task: str) -> _Shards:
+    if task not in self.shards:
+      self.shards[task] = _Shards(as_path(self.out) / task)
+    return self.shards[task]
+
+  def build(self, ledger_tasks=None) -> dict:
+    """Every task's shards and the manifest's body; `ledger_tasks(self)` builds the paragraphs
+    + ledger tasks (default: the local join)."""
+    cfg = self.cfg
+    if not is_url(self.out):
+      pathlib.Path(self.out).mkdir(parents=True)
+    if cfg.export_dir:
+      from brd_jax.data import exported
+      for task, examples in exported.read_texts(cfg.export_dir, cfg).items():
+        self.text_task(task, examples)
+    else:
+      if cfg.paragraphs_dir:
+        (ledger_tasks or Builder._ledger_tasks)(self)
+      if cfg.task_distill_dir and not self.kd:  # KD mixes no task distillation (refused)
+        from brd_jax.behaviors import task_distill
+        self.text_task("brd_tdist", task_distill.read(cfg.task_distill_dir))
+    return {"format": FORMAT, "kd": self.kd, "k": self.k, "seq_len": cfg.seq_len,
+            "tasks": {t: s.info() for t, s in sorted(self.shards.items())}}
+
+  def text_task(self, task: str, examples: list[dict]) -> None:
+    sh, per = self.shards_of(task), self.cfg.shard_paragraphs
+    fmt = ChunkFormatter(self.cfg, self.tok, False, 0)
     for c, start in enumerate(range(0, len(examples), per)):
-      sh.write(c, self._text_records(sh, examples[start:start + per]))
+      sh.write(c, fmt.text_records(examples[start:start + per]))
 
   # -- the ledger join --
   def _ledger_tasks(self) -> None:
     cfg = self.cfg
     paragraph_shards(cfg.paragraphs_dir)
-    manifest, context, declared = formatting.ledger_settings(cfg.ledger_dir) \
-        if cfg.ledger_dir else ({}, 0, ())
-    if self.kd:
-      self.k = int(manifest["topk"])
-    behaviors = ("ner", "qra", "skd") + declared
-    tasks = ("brd_ori",) + tuple(f"brd_{b}" for b in behaviors)
+    manifest, context, declared, behaviors, tasks, self.k = ledger_plan(cfg, self.kd)
     chunks = self._join(manifest, behaviors, context) if cfg.ledger_dir else None
+    fmt = ChunkFormatter(cfg, self.tok, self.kd, self.k)
     per = cfg.shard_paragraphs
     for t in tasks:
-      self._shards(t)
+      self.shards_of(t)
     batch: list[dict] = []
     bar = _bar(self.progress, "prepare: format", "paragraph")
 
     def flush(c):
       readings = formatting.Readings(chunks.load(c) if chunks else {}, context, declared)
       for t in tasks:
-        self._chunk(t, c, batch, readings)
+        self.shards_of(t).write(c, fmt.chunk(t, batch, readings))
       bar.update(len(batch))
       batch.clear()
 
@@ -243,19 +309,6 @@ class _Builder:
       batch.append(p)
     flush(c)
     bar.close()
-
-  def _chunk(self, task: str, c: int, paragraphs: list[dict], readings) -> None:
-    cfg, sh = self.cfg, self._shards(task)
-    if self.kd:
-      table = formatting.KDTable(self.k)
-      ex = formatting.token_examples(paragraphs, readings, task, self.tok.encode, self.eos,
-                                     cfg.seq_len, table, cfg.sep, cfg.level)
-      sh.write(c, self._token_records(sh, ex, table))
-    elif task == "brd_ori":
-      sh.write(c, self._text_records(sh, formatting.original_examples(paragraphs)))
-    else:
-      ex = formatting.examples(paragraphs, readings, task[len("brd_"):], cfg.sep, cfg.level)
-      sh.write(c, self._text_records(sh, ex))
 
   def _join(self, manifest: dict, behaviors: tuple, context: int) -> "_Chunks":
     """Spills records and key requests by key hash, joins each partition alone, and returns

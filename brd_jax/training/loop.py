@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pathlib
+import shlex
 import time
 
 import gin
@@ -279,28 +280,45 @@ def run(workdir, mesh, tcfg: TrainConfig | None = None, dcfg=None,
 
 
 def prepare_only(workdir, tcfg: TrainConfig | None = None, dcfg=None,
-                 scfg: StudentConfig | None = None, progress: bool = True) -> dict:
+                 scfg: StudentConfig | None = None, progress: bool = True,
+                 beam: str | None = None) -> dict:
   """Builds (or finds) the prepared examples a `brd train` with these settings reads, without
-  a model: the student's tokenizer is all it loads."""
-  from brd_jax.checkpoints import resolve
-  from brd_jax.data import tasks
+  a model: the student's tokenizer is all it loads. beam: Apache Beam pipeline options; the
+  build then runs on that runner (`data/prepare_beam.py`) and data.prepared_dir may be a URL."""
+  from brd_jax.data import prepare, tasks
   tcfg, dcfg, scfg = tcfg or TrainConfig(), dcfg or tasks.DataConfig(), scfg or StudentConfig()
   tasks.check(dcfg)
-  # the tokenizer `student.init` ends with: the model's own, else student.tokenizer
-  tok = None
+  spec, tok = _student_tokenizer(scfg)
+  kd = tcfg.kd_weight > 0
+  if beam is not None:
+    try:
+      from brd_jax.data import prepare_beam
+    except ImportError as e:
+      raise UserError(f"--beam needs Apache Beam: pip install 'brd_jax[beam]' ({e})") from None
+    url = dcfg.prepared_dir if dcfg.prepared_dir and is_url(dcfg.prepared_dir) else None
+    out = prepare_beam.build(dcfg, spec, kd, url or prepare.prepared_root(dcfg, as_path(workdir)),
+                             shlex.split(beam))
+    if url:  # to be copied to (or mounted on) the hosts: train reads shards from a disk
+      man = prepare.read_manifest(out)
+      return {"prepared": str(out), "counts": {t: i["examples"] for t, i in man["tasks"].items()}}
+  reg = tasks.register(tok, dcfg, kd=kd, workdir=as_path(workdir),
+                       progress=progress)
+  return {"prepared": str(reg.prepared), "counts": reg.counts, "rates": reg.rates}
+
+
+def _student_tokenizer(scfg: StudentConfig):
+  """(spec, tokenizer) of the tokenizer `student.init` ends with: the model's own, else
+  student.tokenizer."""
+  from brd_jax.checkpoints import resolve
   if scfg.init != "scratch":
     try:
-      tok = resolve.load_tokenizer(scfg.init)
+      return scfg.init, resolve.load_tokenizer(scfg.init)
     except UserError:
       if not scfg.tokenizer:
         raise
-  if tok is None:
-    if not scfg.tokenizer:
-      raise UserError("a scratch student needs student.tokenizer ('bytes' or a model spec)")
-    tok = resolve.load_tokenizer(scfg.tokenizer)
-  reg = tasks.register(tok, dcfg, kd=tcfg.kd_weight > 0, workdir=as_path(workdir),
-                       progress=progress)
-  return {"prepared": str(reg.prepared), "counts": reg.counts, "rates": reg.rates}
+  if not scfg.tokenizer:
+    raise UserError("a scratch student needs student.tokenizer ('bytes' or a model spec)")
+  return scfg.tokenizer, resolve.load_tokenizer(scfg.tokenizer)
 
 
 def _data_summary(data: dict, tokens_seen: int | None) -> dict:
