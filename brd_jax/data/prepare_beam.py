@@ -18,28 +18,27 @@ from __future__ import annotations
 import json
 import logging
 
+from brd_jax.behaviors import ledger, spec
+from brd_jax.corpus.paragraphs import iter_shard, paragraph_shards
+from brd_jax.data import formatting, prepare
+from brd_jax.data.config import DataConfig
+from brd_jax.errors import UserError, optional_import
+from brd_jax.io_utils import as_path, atomic_write_text, rmtree
+
 
 def _import_beam():
   """Beam, imported without its root-logger warning about the GCP clients it can do without."""
   root, level = logging.getLogger(), logging.getLogger().level
   root.setLevel(logging.ERROR)
   try:
-    import apache_beam
-    from apache_beam.options import pipeline_options
+    return (optional_import("apache_beam", "beam", "brd train --beam"),
+            optional_import("apache_beam.options.pipeline_options", "beam", "brd train --beam"))
   finally:
     root.setLevel(level)
-  return apache_beam, pipeline_options
 
 
 beam, _options = _import_beam()
 PipelineOptions, StandardOptions = _options.PipelineOptions, _options.StandardOptions
-
-from brd_jax.behaviors import ledger, spec
-from brd_jax.corpus.paragraphs import iter_shard, paragraph_shards
-from brd_jax.data import formatting, prepare
-from brd_jax.data.config import DataConfig
-from brd_jax.errors import UserError
-from brd_jax.io_utils import as_path, atomic_write_text, rmtree
 
 RESULTS = ".beam-chunks"  # a JSON file a chunk: its shards' counts (fsspec, not Beam's IO)
 
@@ -47,8 +46,8 @@ RESULTS = ".beam-chunks"  # a JSON file a chunk: its shards' counts (fsspec, not
 def build(cfg: DataConfig, tokenizer_spec: str, kd: bool, root, beam_args: list[str]):
   """The prepared directory of these inputs and settings (as `prepare.prepare` names it),
   built by a Beam pipeline with these pipeline options unless it exists already."""
-  from apache_beam.runners.runner import create_runner
   from brd_jax.checkpoints import resolve
+  create_runner = optional_import("apache_beam.runners.runner", "beam", "--beam").create_runner
   runner = PipelineOptions(beam_args).view_as(StandardOptions).runner or "DirectRunner"
   try:
     create_runner(runner)

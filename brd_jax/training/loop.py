@@ -291,10 +291,7 @@ def prepare_only(workdir, tcfg: TrainConfig | None = None, dcfg=None,
   spec, tok = _student_tokenizer(scfg)
   kd = tcfg.kd_weight > 0
   if beam is not None:
-    try:
-      from brd_jax.data import prepare_beam
-    except ImportError as e:
-      raise UserError(f"--beam needs Apache Beam: pip install 'brd_jax[beam]' ({e})") from None
+    from brd_jax.data import prepare_beam
     url = dcfg.prepared_dir if dcfg.prepared_dir and is_url(dcfg.prepared_dir) else None
     out = prepare_beam.build(dcfg, spec, kd, url or prepare.prepared_root(dcfg, as_path(workdir)),
                              shlex.split(beam))
